@@ -1,0 +1,21 @@
+"""SQLAlchemy models of the reconciler. Importing this package registers every table."""
+
+from models.base import Base
+from models.events import InboxEvent
+from models.outcomes import Outcome
+from models.ratelimit import RateLimitState
+from models.redemptions import PointsRedeemRequest, Redemption
+from models.transactions import Transaction, TransactionLink
+from models.vendor import VendorConfigState
+
+__all__ = [
+    "Base",
+    "InboxEvent",
+    "Outcome",
+    "PointsRedeemRequest",
+    "RateLimitState",
+    "Redemption",
+    "Transaction",
+    "TransactionLink",
+    "VendorConfigState",
+]

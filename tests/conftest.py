@@ -1,0 +1,165 @@
+"""Shared fixtures: the sandbox API over real sockets, real PostgreSQL, real RabbitMQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from sandbox.config import SandboxConfig
+from sandbox.server import Sandbox, start_sandbox
+
+SANDBOX_USER = "store.server"
+SANDBOX_PASSWORD = "server123"
+SANDBOX_OAUTH_KEY = "recon-key"
+SANDBOX_OAUTH_SECRET = "recon-secret"
+
+
+class SandboxAdmin:
+    """Talks to the sandbox's /_admin endpoints, as a test would by hand."""
+
+    def __init__(self, server: Sandbox) -> None:
+        self.server = server
+        self.url = server.url
+        self.http = requests.Session()
+
+    def _post(self, path: str, body: dict) -> dict:
+        answer = self.http.post(f"{self.url}/_admin/{path}", json=body, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def _get(self, path: str) -> dict:
+        answer = self.http.get(f"{self.url}/_admin/{path}", timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def reset(self) -> None:
+        self._post("reset", {})
+
+    def configure(self, **config: object) -> dict:
+        return self._post("config", config)
+
+    def script(self, path: str, *faults: dict) -> None:
+        self._post("script", {"path": path, "faults": list(faults)})
+
+    def register_coupon(self, redemption_id: int, mobile: str, code: str = "C") -> None:
+        customer = {"type": "mobile", "value": mobile}
+        item = {"redemption_id": redemption_id, "customer": customer, "coupon_code": code}
+        self._post("coupons", {"redemptions": [item]})
+
+    def register_points(
+        self,
+        redemption_id: str | None,
+        mobile: str,
+        points: str = "10",
+        *,
+        external_reference_number: str | None = None,
+        state: str = "active",
+    ) -> None:
+        item = {
+            "redemption_id": redemption_id,
+            "external_reference_number": external_reference_number,
+            "customer": {"type": "mobile", "value": mobile},
+            "points": points,
+            "state": state,
+        }
+        self._post("points", {"redemptions": [item]})
+
+    def coupon(self, redemption_id: int) -> dict:
+        return self._get(f"coupons/{redemption_id}")
+
+    def points(self, redemption_id: str) -> dict:
+        return self._get(f"points/{redemption_id}")
+
+    def stats(self) -> dict:
+        return self._get("stats")
+
+    def requests(self, path: str | None = None, limit: int = 100) -> list[dict]:
+        query = f"requests?limit={limit}" + (f"&path={path}" if path else "")
+        answer = self._get(query)
+        return answer["requests"] if isinstance(answer, dict) else answer
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Sandbox]:
+    config = SandboxConfig(
+        users={SANDBOX_USER: SANDBOX_PASSWORD},
+        oauth_clients={SANDBOX_OAUTH_KEY: SANDBOX_OAUTH_SECRET},
+        rate_limit_per_minute=0,
+    )
+    server = start_sandbox(config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox) -> Iterator[SandboxAdmin]:
+    """A sandbox with empty state, no faults and no rate limit, for one test."""
+    admin = SandboxAdmin(sandbox_server)
+    admin.reset()
+    admin.configure(
+        error_rate=0.0, slow_rate=0.0, drop_rate=0.0, lost_rate=0.0, rate_limit_per_minute=0
+    )
+    yield admin
+    admin.http.close()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+from sqlalchemy import Engine, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from models.session import build_engine  # noqa: E402
+from tests import services  # noqa: E402
+from worker import migrate  # noqa: E402
+
+TABLES = (
+    "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
+    "inbox_events, rate_limits, vendor_configs"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, built by the migrations."""
+    url = services.create_database()
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        services.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = build_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_db(pg_engine: Engine) -> Engine:
+    """The test database, emptied. Tests whose workers commit need real, committed rows."""
+    with pg_engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    return pg_engine
+
+
+@pytest.fixture
+def session(clean_db: Engine) -> Iterator[Session]:
+    with Session(clean_db, expire_on_commit=False) as db_session:
+        yield db_session
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this test run's own, deleted afterwards."""
+    url, vhost = services.create_vhost()
+    try:
+        yield url
+    finally:
+        services.delete_vhost(vhost)

@@ -1,0 +1,61 @@
+"""Settings: safe defaults, and a message naming the variable when one is wrong."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.settings import ENV_VARS, SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_ones():
+    settings = load_settings({})
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.events_exchange == "orders"
+    assert settings.events_queue == "recon.events"
+    assert settings.rate_limit_per_minute == 1000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECON_MAX_ATTEMPTS", "many"),
+        ("RECON_MAX_ATTEMPTS", "0"),
+        ("LOYALTY_RATE_LIMIT_PER_MINUTE", "-5"),
+        ("LOYALTY_API_URL", "ftp://example"),
+        ("RECON_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: value})
+
+
+def test_missing_credentials_are_explained_without_values():
+    with pytest.raises(SettingsError, match="LOYALTY_API_USERNAME is not set"):
+        load_settings({}).require_credentials()
+    settings = load_settings({"LOYALTY_API_CLIENT_KEY": "k"})
+    with pytest.raises(SettingsError, match="LOYALTY_API_CLIENT_SECRET"):
+        settings.require_credentials()
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "!@#$%", min_size=12, max_size=40))
+def test_secrets_never_appear_in_repr_or_errors(password):
+    settings = load_settings({"LOYALTY_API_USERNAME": "u", "LOYALTY_API_PASSWORD": password})
+    assert settings.loyalty_api_password.get_secret_value() == password
+    assert password not in repr(settings)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"LOYALTY_API_PASSWORD": password, "RECON_MAX_ATTEMPTS": "x"})
+    assert password not in str(info.value)
+    assert "RECON_MAX_ATTEMPTS" in str(info.value)
+
+
+def test_every_variable_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name for name in ENV_VARS if f"`{name}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"

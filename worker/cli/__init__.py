@@ -1,0 +1,41 @@
+"""`recon`: one command for the worker, the tools around it and the audit trail."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from worker.settings import SettingsError
+
+
+class ReconGroup(click.Group):
+    """Turns configuration problems into a one-line message, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=ReconGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="redemption-reconciler", prog_name="recon")
+def cli() -> None:
+    """Redemption reconciler: attaches bills to earlier coupon and points redemptions.
+
+    Configuration comes from environment variables (see README.md, "Configuration").
+    """
+
+
+def _register() -> None:
+    from worker.cli import audit, backfill, demo, publish, resolve, service, vendor
+
+    for module in (service, publish, demo, backfill, audit, resolve, vendor):
+        module.register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="recon")

@@ -1,0 +1,152 @@
+"""Settings: environment variables with safe defaults, read once by a function (never at import).
+
+Every setting the product reads is listed in ``ENV_VARS``; the README's configuration table and
+the compose test are checked against it. A bad value raises ``SettingsError`` naming the variable,
+the value's problem and what is expected, never the value of a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class _EnvModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="RECON_DATABASE_URL", min_length=1)
+    broker_url: str = Field(DEFAULT_BROKER_URL, alias="RECON_BROKER_URL", min_length=1)
+    events_exchange: str = Field("orders", alias="RECON_EVENTS_EXCHANGE", min_length=1)
+    events_queue: str = Field("recon.events", alias="RECON_EVENTS_QUEUE", min_length=1)
+    max_attempts: int = Field(5, alias="RECON_MAX_ATTEMPTS", ge=1, le=50)
+    backfill_cron: str = Field("0 2 * * *", alias="RECON_BACKFILL_CRON", min_length=9)
+    sweep_interval_seconds: int = Field(120, alias="RECON_SWEEP_INTERVAL_SECONDS", ge=5)
+    sweep_after_seconds: int = Field(300, alias="RECON_SWEEP_AFTER_SECONDS", ge=10)
+    retry_base_seconds: float = Field(2.0, alias="RECON_RETRY_BASE_SECONDS", gt=0, le=600)
+    log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    loyalty_api_url: str = Field(
+        "http://127.0.0.1:8780", alias="LOYALTY_API_URL", pattern=r"^https?://"
+    )
+    loyalty_api_username: str = Field("", alias="LOYALTY_API_USERNAME")
+    loyalty_api_password: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_PASSWORD")
+    loyalty_client_key: str = Field("", alias="LOYALTY_API_CLIENT_KEY")
+    loyalty_client_secret: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_CLIENT_SECRET")
+    loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
+    rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
+    http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+
+
+#: variable name -> one-line description, in README order.
+ENV_VARS: dict[str, str] = {
+    "RECON_DATABASE_URL": "SQLAlchemy URL of the database (PostgreSQL in production)",
+    "RECON_BROKER_URL": "AMQP URL of RabbitMQ",
+    "RECON_EVENTS_EXCHANGE": "topic exchange the order systems publish to",
+    "RECON_EVENTS_QUEUE": "durable queue the intake consumer reads",
+    "RECON_MAX_ATTEMPTS": "attempts per item before it is gave_up (transient failures)",
+    "RECON_BACKFILL_CRON": "crontab (UTC) of the nightly backfill",
+    "RECON_SWEEP_INTERVAL_SECONDS": "how often the sweeper looks for stuck work",
+    "RECON_SWEEP_AFTER_SECONDS": "how long work may stay pending before the sweeper re-enqueues it",
+    "RECON_RETRY_BASE_SECONDS": "first retry delay; doubles each attempt, jittered, capped at 600",
+    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "LOYALTY_API_URL": "base URL of the loyalty platform",
+    "LOYALTY_API_USERNAME": "till username for Basic auth",
+    "LOYALTY_API_PASSWORD": "till password (sent MD5-hashed, never logged)",
+    "LOYALTY_API_CLIENT_KEY": "OAuth client key (OAuth replaces Basic when set)",
+    "LOYALTY_API_CLIENT_SECRET": "OAuth client secret (never logged)",
+    "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
+    "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
+    "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
+}
+
+_ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
+assert set(_ALIAS_TO_FIELD) == set(ENV_VARS), "ENV_VARS and the settings model drifted"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The product's configuration. Secrets are ``SecretStr``: their repr is masked."""
+
+    database_url: str
+    broker_url: str
+    events_exchange: str
+    events_queue: str
+    max_attempts: int
+    backfill_cron: str
+    sweep_interval_seconds: int
+    sweep_after_seconds: int
+    retry_base_seconds: float
+    log_level: str
+    loyalty_api_url: str
+    loyalty_api_username: str
+    loyalty_api_password: SecretStr
+    loyalty_client_key: str
+    loyalty_client_secret: SecretStr
+    loyalty_brand_id: int | None
+    rate_limit_per_minute: int
+    http_timeout_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def uses_oauth(self) -> bool:
+        return bool(self.loyalty_client_key)
+
+    @property
+    def api_key(self) -> str:
+        """The identity the platform's rate limit is counted against."""
+        return self.loyalty_client_key or self.loyalty_api_username
+
+    def require_credentials(self) -> None:
+        """Fail with a readable message when no way to authenticate is configured."""
+        if self.uses_oauth:
+            if not self.loyalty_client_secret.get_secret_value():
+                raise SettingsError(
+                    "LOYALTY_API_CLIENT_SECRET is not set, but LOYALTY_API_CLIENT_KEY is: "
+                    "OAuth needs both"
+                )
+            return
+        if not self.loyalty_api_username:
+            raise SettingsError(
+                "LOYALTY_API_USERNAME is not set: set it (with LOYALTY_API_PASSWORD) for Basic "
+                "auth, or LOYALTY_API_CLIENT_KEY and LOYALTY_API_CLIENT_SECRET for OAuth"
+            )
+        if not self.loyalty_api_password.get_secret_value():
+            raise SettingsError("LOYALTY_API_PASSWORD is not set: Basic auth needs it")
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {name: getattr(self, name) for name in _EnvModel.model_fields}
+        values.update(changes)
+        for name in ("loyalty_api_password", "loyalty_client_secret"):
+            if isinstance(values[name], str):
+                values[name] = SecretStr(values[name])
+        return Settings(**values)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    source = os.environ if env is None else env
+    raw = {alias: source[alias] for alias in ENV_VARS if source.get(alias, "") != ""}
+    try:
+        model = _EnvModel.model_validate(raw)
+    except ValidationError as exc:
+        # `from None`: pydantic's own text quotes the input, which may be a password.
+        raise SettingsError(_describe(exc)) from None
+    return Settings(**{name: getattr(model, name) for name in _EnvModel.model_fields})
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        alias = str(error["loc"][0]) if error["loc"] else "?"
+        problems.append(f"{alias}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
