@@ -45,10 +45,25 @@ class Outcome(Base):
     operator: Mapped[str | None] = mapped_column(String(128))
 
     AUDIT_FIELDS = (
-        "at", "kind", "redemption_id", "order_ref", "bill_number", "bill_id", "bill_amount",
-        "customer", "attempt", "http_status", "code", "message", "status", "event_id",
-        "request_id", "request_excerpt", "response_excerpt", "operator",
-    )  # fmt: skip
+        "at",
+        "kind",
+        "redemption_id",
+        "order_ref",
+        "bill_number",
+        "bill_id",
+        "bill_amount",
+        "customer",
+        "attempt",
+        "http_status",
+        "code",
+        "message",
+        "status",
+        "event_id",
+        "request_id",
+        "request_excerpt",
+        "response_excerpt",
+        "operator",
+    )
 
     def as_row(self) -> dict[str, object]:
         row: dict[str, object] = {}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -43,10 +43,26 @@ def build_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, **options)
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
     """One engine (and pool) per URL per process."""
-    return build_engine(url)
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = build_engine(url)
+        return _engines[url]
+
+
+def forget_engines_after_fork() -> None:
+    """In a forked child: drop the parent's pooled connections without closing them.
+
+    Closing would end the parent's sessions on the server; the child opens its own.
+    """
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -40,8 +40,10 @@ TUNABLE = (*RATES, "slow_seconds", "rate_limit_per_minute", "token_ttl_seconds",
 
 
 def _number(name: str, value: Any, *, integer: bool, low: float, high: float) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # Admin bodies are parsed with Decimal for exact points; a setting is happy with a float.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError(f"{name} must be a number")
+    value = float(value) if isinstance(value, Decimal) else value
     if integer and value != int(value):
         raise ValueError(f"{name} must be a whole number")
     if not low <= value <= high:
@@ -65,9 +67,15 @@ def apply_changes(config: SandboxConfig, changes: dict[str, Any]) -> None:
         elif name == "token_ttl_seconds":
             clean[name] = _number(name, value, integer=True, low=1, high=10**8)
         elif name == "seed":
-            clean[name] = None if value is None else _number(name, value, integer=True, low=-(2**63), high=2**63)
+            clean[name] = (
+                None
+                if value is None
+                else _number(name, value, integer=True, low=-(2**63), high=2**63)
+            )
     # error, drop and lost share one draw per request (see faults.py), so they must fit in 1.
-    shares = [clean.get(name, getattr(config, name)) for name in ("error_rate", "drop_rate", "lost_rate")]
+    shares = [
+        clean.get(name, getattr(config, name)) for name in ("error_rate", "drop_rate", "lost_rate")
+    ]
     if sum(shares) > 1.0 + 1e-9:
         raise ValueError("error_rate + drop_rate + lost_rate must not exceed 1")
     for name, value in clean.items():

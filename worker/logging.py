@@ -28,9 +28,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
     """Idempotent: Celery may call us from several signals, tests from fixtures."""
     global _configured
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),

@@ -33,7 +33,7 @@ class _EnvModel(BaseModel):
     backfill_cron: str = Field("0 2 * * *", alias="RECON_BACKFILL_CRON", min_length=9)
     sweep_interval_seconds: int = Field(120, alias="RECON_SWEEP_INTERVAL_SECONDS", ge=5)
     sweep_after_seconds: int = Field(300, alias="RECON_SWEEP_AFTER_SECONDS", ge=10)
-    retry_base_seconds: float = Field(2.0, alias="RECON_RETRY_BASE_SECONDS", gt=0, le=600)
+    retry_base_seconds: int = Field(2, alias="RECON_RETRY_BASE_SECONDS", ge=1, le=600)
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     loyalty_api_url: str = Field(
         "http://127.0.0.1:8780", alias="LOYALTY_API_URL", pattern=r"^https?://"
@@ -85,7 +85,7 @@ class Settings:
     backfill_cron: str
     sweep_interval_seconds: int
     sweep_after_seconds: int
-    retry_base_seconds: float
+    retry_base_seconds: int
     log_level: str
     loyalty_api_url: str
     loyalty_api_username: str

@@ -48,7 +48,9 @@ def beat(celery_args: tuple[str, ...]) -> None:
 @click.option("--error-rate", type=click.FloatRange(0, 1), help="Share of 5xx answers.")
 @click.option("--slow-rate", type=click.FloatRange(0, 1), help="Share of slow answers.")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), help="Share of dropped connections.")
-@click.option("--lost-rate", type=click.FloatRange(0, 1), help="Share of answers lost after effect.")
+@click.option(
+    "--lost-rate", type=click.FloatRange(0, 1), help="Share of answers lost after effect."
+)
 @click.option("--seed", type=int, help="Seed for the fault injection.")
 def sandbox(host: str, port: int, **faults: float | int | None) -> None:
     """Run the stand-in loyalty API (real HTTP, in-memory state, fault injection)."""

@@ -1,0 +1,275 @@
+"""The HTTP side: a threaded stdlib server, keep-alive, one write per answer; and the CLI.
+
+Speed matters (the benchmark sends thousands of requests a second from several processes), so:
+HTTP/1.1 keep-alive with Content-Length on every answer, a buffered writer so headers and body
+leave in one send, Nagle off, no per-request logging, and no reverse DNS lookup at bind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import traceback
+import uuid
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+from sandbox import pipeline
+from sandbox.app import SandboxApp
+from sandbox.config import SandboxConfig
+from sandbox.endpoint import NOT_JSON, Request
+from sandbox.handlers import admin
+from sandbox.replies import Reply, json_reply
+
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON with exact decimals (points keep their decimal places), or NOT_JSON."""
+    if not raw.strip():
+        return NOT_JSON
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return NOT_JSON
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "LoyaltySandbox/1.0"
+    sys_version = ""
+    wbufsize = 64 * 1024  # headers and body go out in one send, flushed after each request
+    disable_nagle_algorithm = True
+    timeout = 300  # an idle keep-alive connection frees its thread after this long
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: a line per request would cost more than answering it."""
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length", "0").strip() or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return None
+        return self.rfile.read(int(length)) if int(length) else b""
+
+    def _serve(self) -> None:
+        request_id = uuid.uuid4().hex
+        try:
+            raw = self._read_body()
+        except ValueError:
+            raw = None
+        if raw is None:
+            self.close_connection = True  # the framing is broken; the rest of the stream is noise
+            self._write(
+                json_reply(400, {"error": "bad Content-Length or chunked body"}), request_id
+            )
+            return
+        path, _, query_string = self.path.partition("?")
+        query = {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        app = self.server.app
+        try:
+            if path == "/_admin" or path.startswith("/_admin/"):
+                body = parse_json(raw) if raw.strip() else {}
+                reply = admin.handle(app, self.command, path, query, body)
+            else:
+                request = Request(self.command, path, query, self.headers, parse_json(raw))
+                reply = pipeline.answer(app, request, request_id, raw)
+        except Exception:
+            traceback.print_exc()  # a sandbox bug: say so loudly, answer 500
+            reply = json_reply(500, {"error": "sandbox internal error"})
+        self._write(reply, request_id)
+
+    def _write(self, reply: Reply, request_id: str) -> None:
+        if reply.hang_up:
+            # Write nothing; the server shuts the socket down cleanly, so the client sees
+            # "remote end closed connection without response" at once.
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("X-Cap-Requestid", request_id)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can take
+        # seconds on some hosts; the name is never used here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """End keep-alive connections too, so a stopped sandbox really stops answering."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class Sandbox:
+    """A running sandbox; `stop()` ends it."""
+
+    def __init__(self, server: _Server, thread: threading.Thread, config: SandboxConfig) -> None:
+        self._server = server
+        self._thread = thread
+        self.config = config
+        host, self.port = server.server_address[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.url = f"http://{host}:{self.port}"
+
+    @property
+    def app(self) -> SandboxApp:
+        return self._server.app
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.close_connections()
+        self._thread.join(timeout=5)
+
+
+def start_sandbox(
+    config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Sandbox:
+    """Start in a daemon thread, return once it accepts connections (port 0 = a free port)."""
+    config = config or SandboxConfig()
+    server = _Server((host, port), SandboxApp(config))  # bound and listening from here on
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.name = f"sandbox-{server.server_address[1]}"
+    thread.start()
+    return Sandbox(server, thread, config)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_forever(config: SandboxConfig, *, host: str, port: int) -> None:
+    """Serve in this thread until SIGINT or SIGTERM (for the CLI)."""
+    server = _Server((host, port), SandboxApp(config))
+    bound_port = server.server_address[1]
+    print(f"sandbox listening on http://{host}:{bound_port}", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.close_connections()
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, secret = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:SECRET, got {text!r}")
+    return name, secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sandbox",
+        description="A local stand-in for the loyalty platform's API, with fault injection.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8780)
+    parser.add_argument(
+        "--rate-limit", type=int, default=1000, help="requests per minute per API key (0 = none)"
+    )
+    parser.add_argument(
+        "--error-rate", type=float, default=0.0, help="share answered 500/502/503/504, no effect"
+    )
+    parser.add_argument(
+        "--slow-rate", type=float, default=0.0, help="share answered after --slow-seconds"
+    )
+    parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="share hung up on, no effect")
+    parser.add_argument(
+        "--lost-rate", type=float, default=0.0, help="share applied, then hung up on"
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--token-ttl", type=int, default=3600, help="OAuth token lifetime in seconds"
+    )
+    parser.add_argument(
+        "--user", action="append", type=_pair, metavar="NAME:PASSWORD", help="repeatable"
+    )
+    parser.add_argument(
+        "--oauth-client", action="append", type=_pair, metavar="KEY:SECRET", help="repeatable"
+    )
+    args = parser.parse_args(argv)
+    defaults = SandboxConfig()
+    try:
+        config = SandboxConfig(
+            users=dict(args.user) if args.user else defaults.users,
+            oauth_clients=dict(args.oauth_client) if args.oauth_client else defaults.oauth_clients,
+            token_ttl_seconds=args.token_ttl,
+            rate_limit_per_minute=args.rate_limit,
+            error_rate=args.error_rate,
+            slow_rate=args.slow_rate,
+            slow_seconds=args.slow_seconds,
+            drop_rate=args.drop_rate,
+            lost_rate=args.lost_rate,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve_forever(config, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Questions ops ask of the audit trail, as plain query functions over a ``Session``.
+
+Every function here is keyword-only, named for what it answers, and served by an index (see
+``models/outcomes.py`` and ``models/redemptions.py``); ``bench/audit_lookups.py`` times them on a
+million outcome rows. The CLI (``recon audit ...``) only renders what they return.
+
+Windows are half-open, ``since <= at < until``, in UTC; ``None`` leaves that side open.
+"""
+
+from worker.audit.open_work import (
+    UNKNOWN_FIELDS,
+    UNMATCHED_FIELDS,
+    unmatched_work,
+    unresolved_unknown_requests,
+)
+from worker.audit.outcomes import (
+    SUMMARY_FIELDS,
+    count_outcomes,
+    failed_outcomes,
+    outcomes_for_bill,
+    outcomes_for_customer,
+    outcomes_for_order,
+    outcomes_for_redemption,
+    stream_outcomes,
+)
+
+__all__ = [
+    "SUMMARY_FIELDS",
+    "UNKNOWN_FIELDS",
+    "UNMATCHED_FIELDS",
+    "count_outcomes",
+    "failed_outcomes",
+    "outcomes_for_bill",
+    "outcomes_for_customer",
+    "outcomes_for_order",
+    "outcomes_for_redemption",
+    "stream_outcomes",
+    "unmatched_work",
+    "unresolved_unknown_requests",
+]

@@ -1,0 +1,139 @@
+"""Lookups over the append-only ``outcomes`` table: by key, failures, counts and a full export."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.orm import Session
+
+from models.outcomes import Outcome
+
+FAILURE_STATUSES = ("failed", "gave_up")
+SUMMARY_FIELDS = ("kind", "status", "code", "count")
+
+
+def outcomes_for_bill(
+    *,
+    session: Session,
+    bill_number: str,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[Outcome]:
+    """Every outcome recorded for a bill, oldest first (index: bill_number, at)."""
+    return _history(session, Outcome.bill_number == bill_number, since, until, limit)
+
+
+def outcomes_for_redemption(
+    *,
+    session: Session,
+    redemption_id: str,
+    kind: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[Outcome]:
+    """Every outcome of one platform redemption id, oldest first (index: redemption_id, at)."""
+    # Coupon ids, points ids and vendor configuration ids live in different number spaces, so
+    # the same text may name several things; `kind` narrows it.
+    condition = Outcome.redemption_id == redemption_id
+    if kind is not None:
+        condition = condition & (Outcome.kind == kind)
+    return _history(session, condition, since, until, limit)
+
+
+def outcomes_for_order(
+    *,
+    session: Session,
+    order_ref: str,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[Outcome]:
+    """Every outcome of an order, oldest first (index: order_ref, at)."""
+    return _history(session, Outcome.order_ref == order_ref, since, until, limit)
+
+
+def outcomes_for_customer(
+    *,
+    session: Session,
+    customer: str,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[Outcome]:
+    """Every outcome of a customer (identifier value), oldest first (index: customer, at)."""
+    return _history(session, Outcome.customer == customer, since, until, limit)
+
+
+def failed_outcomes(
+    *,
+    session: Session,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[Outcome]:
+    """Outcomes that are ``failed`` or ``gave_up``, newest first (index: status, at)."""
+    stmt = _within(select(Outcome).where(Outcome.status.in_(FAILURE_STATUSES)), since, until)
+    # Newest first: this is a triage list, and --limit should keep the latest.
+    stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def count_outcomes(
+    *,
+    session: Session,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Number of outcomes per (kind, status, code) in the window (index: at)."""
+    count = func.count().label("count")
+    stmt = _within(
+        select(Outcome.kind, Outcome.status, Outcome.code, count).group_by(
+            Outcome.kind, Outcome.status, Outcome.code
+        ),
+        since,
+        until,
+    ).order_by(Outcome.kind, Outcome.status, Outcome.code.asc().nulls_first())
+    return [dict(row) for row in session.execute(stmt).mappings()]
+
+
+def stream_outcomes(
+    *,
+    session: Session,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    batch_size: int = 1000,
+) -> Iterator[Outcome]:
+    """Every outcome in the window, oldest first, fetched in batches (index: at)."""
+    # yield_per makes PostgreSQL use a server-side cursor: memory stays at one batch whatever
+    # the window holds. Objects are not kept by the session once the caller drops them.
+    stmt = _within(select(Outcome), since, until).order_by(Outcome.at, Outcome.id)
+    yield from session.scalars(stmt.execution_options(yield_per=batch_size))
+
+
+def _history(
+    session: Session,
+    condition: ColumnElement[bool],
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int | None,
+) -> list[Outcome]:
+    stmt = _within(select(Outcome).where(condition), since, until)
+    stmt = stmt.order_by(Outcome.at, Outcome.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def _within(stmt: Select[Any], since: dt.datetime | None, until: dt.datetime | None) -> Select[Any]:
+    if since is not None:
+        stmt = stmt.where(Outcome.at >= since)
+    if until is not None:
+        stmt = stmt.where(Outcome.at < until)
+    return stmt

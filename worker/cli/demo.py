@@ -1,0 +1,31 @@
+"""`recon demo`: the whole product in one process, on embedded defaults."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--orders", default=240, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option(
+    "--timeout",
+    default=55.0,
+    show_default=True,
+    type=click.FloatRange(5, 3600),
+    help="Give up waiting for the pipeline after this many seconds.",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo database file afterwards.")
+def demo(orders: int, seed: int, timeout: float, keep: bool) -> None:
+    """Run everything in one process: SQLite, in-memory broker, worker and sandbox.
+
+    Publishes a realistic mix of orders (out of order, duplicates, an invalid coupon id, a
+    malformed message, a few injected 5xx, a points redeem request) and prints the audit.
+    """
+    from worker.demo import run_demo
+
+    raise SystemExit(run_demo(orders=orders, seed=seed, timeout=timeout, keep=keep))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(demo)

@@ -1,0 +1,162 @@
+"""What the CLI shows people and scripts: rows as a table, JSON, JSON lines or CSV; UTC times.
+
+``render(rows, fields, fmt, title)`` is the one way a command prints rows: ``table`` is a rich
+table for people; ``json`` a JSON array, ``jsonl`` one JSON object per line and ``csv`` a header
+and rows, for scripts. The machine formats are written row by row, so a generator of rows is
+streamed, never held in memory. Times are written as UTC ISO 8601.
+
+``UTC_DATETIME`` is the click type for ``--since`` / ``--until``: an ISO 8601 date or date-time,
+naive meaning UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TextIO
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "json", "csv")
+STREAM_FORMATS = ("csv", "jsonl")
+FREE_TEXT = frozenset({"message", "last_message", "request_excerpt", "response_excerpt"})
+WIDE = 10_000
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready value: exact decimals as text, times as UTC ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def render(
+    rows: Iterable[Mapping[str, Any]],
+    fields: Sequence[str],
+    fmt: str,
+    title: str | None = None,
+    *,
+    empty: str = "Nothing found.",
+    out: TextIO | None = None,
+) -> int:
+    """Write ``rows`` (only ``fields``, in that order) to ``out``; return how many were written."""
+    stream = out if out is not None else sys.stdout
+    if fmt == "table":
+        return _table(rows, fields, title, empty, stream)
+    if fmt == "json":
+        return _json_array(rows, fields, stream)
+    if fmt == "jsonl":
+        return _json_lines(rows, fields, stream)
+    if fmt == "csv":
+        return _csv(rows, fields, stream)
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+def _project(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    return {name: plain(row.get(name)) for name in fields}
+
+
+def _table(
+    rows: Iterable[Mapping[str, Any]],
+    fields: Sequence[str],
+    title: str | None,
+    empty: str,
+    stream: TextIO,
+) -> int:
+    console = Console(file=stream, highlight=False)
+    if not console.is_terminal:
+        # Piped to a file or a pager: let the table be as wide as it needs, never folded.
+        console.width = WIDE
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in fields:
+        # Free text may fold; ids, codes and times stay whole, or they mislead.
+        free = name in FREE_TEXT
+        table.add_column(name, no_wrap=not free, overflow="fold" if free else "ellipsis")
+    count = 0
+    for row in rows:
+        table.add_row(*(_cell(row.get(name)) for name in fields))
+        count += 1
+    if count:
+        console.print(table)
+    else:
+        console.print(empty, markup=False)
+    return count
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        # People read seconds; scripts (json, csv) get the full precision.
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(plain(value))
+
+
+def _json_array(rows: Iterable[Mapping[str, Any]], fields: Sequence[str], stream: TextIO) -> int:
+    count = 0
+    for row in rows:
+        stream.write("[\n  " if count == 0 else ",\n  ")
+        stream.write(json.dumps(_project(row, fields), ensure_ascii=False))
+        count += 1
+    stream.write("[]\n" if count == 0 else "\n]\n")
+    return count
+
+
+def _json_lines(rows: Iterable[Mapping[str, Any]], fields: Sequence[str], stream: TextIO) -> int:
+    count = 0
+    for row in rows:
+        stream.write(json.dumps(_project(row, fields), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def _csv(rows: Iterable[Mapping[str, Any]], fields: Sequence[str], stream: TextIO) -> int:
+    writer = csv.DictWriter(stream, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(_project(row, fields))
+        count += 1
+    return count
+
+
+class UTCDateTimeParam(click.ParamType):
+    """An ISO 8601 date (midnight UTC) or date-time; without an offset it is read as UTC."""
+
+    name = "datetime"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            parsed = value
+        else:
+            text = str(value).strip()
+            try:
+                if len(text) == 10:
+                    parsed = dt.datetime.combine(dt.date.fromisoformat(text), dt.time())
+                else:
+                    parsed = dt.datetime.fromisoformat(text)
+            except ValueError:
+                self.fail(
+                    f"{text!r} is not an ISO 8601 date or date-time "
+                    "(examples: 2026-11-21, 2026-11-21T08:30, 2026-11-21T08:30:00+01:00)",
+                    param,
+                    ctx,
+                )
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+
+
+UTC_DATETIME = UTCDateTimeParam()

@@ -1,0 +1,133 @@
+"""Who may work on what: one worker per order, one request at a time per customer.
+
+On PostgreSQL these are advisory locks on one dedicated connection, so they hold across every
+process and host and vanish with the connection if a worker dies. The embedded SQLite demo runs
+in one process, where a thread lock is the same guarantee.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine, text
+
+# Separate key spaces for the two-integer form of pg advisory locks.
+_ORDER, _CUSTOMER, _REDEEM, _SWEEP = 1, 2, 3, 4
+
+
+class CustomerBusy(Exception):
+    """Another request for the same customer held the lock for too long."""
+
+
+class LockScope(Protocol):
+    def try_order(self, order_ref: str) -> bool: ...
+    def try_redeem(self, request_id: int) -> bool: ...
+    def try_sweep(self) -> bool: ...
+    def customer(self, key: str) -> AbstractContextManager[None]: ...
+
+
+class PostgresLockScope:
+    def __init__(self, conn: Connection, customer_wait_seconds: float) -> None:
+        self._conn = conn
+        self._wait_ms = int(customer_wait_seconds * 1000)
+
+    def _try(self, space: int, key: str) -> bool:
+        return bool(
+            self._conn.execute(
+                text("SELECT pg_try_advisory_lock(:space, hashtext(:key))"),
+                {"space": space, "key": key},
+            ).scalar()
+        )
+
+    def try_order(self, order_ref: str) -> bool:
+        return self._try(_ORDER, order_ref)
+
+    def try_redeem(self, request_id: int) -> bool:
+        return self._try(_REDEEM, str(request_id))
+
+    def try_sweep(self) -> bool:
+        return self._try(_SWEEP, "sweep")
+
+    @contextmanager
+    def customer(self, key: str) -> Iterator[None]:
+        params = {"space": _CUSTOMER, "key": key}
+        try:
+            self._conn.execute(text(f"SET lock_timeout = {self._wait_ms}"))
+            self._conn.execute(text("SELECT pg_advisory_lock(:space, hashtext(:key))"), params)
+        except Exception as exc:
+            raise CustomerBusy(f"customer {key} stayed busy for {self._wait_ms} ms") from exc
+        try:
+            yield
+        finally:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:key))"), params)
+
+
+class _LocalRegistry:
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[int, str], threading.Lock] = {}
+
+    def get(self, space: int, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((space, key), threading.Lock())
+
+
+_LOCAL = _LocalRegistry()
+
+
+class LocalLockScope:
+    def __init__(self, customer_wait_seconds: float) -> None:
+        self._held: list[threading.Lock] = []
+        self._wait = customer_wait_seconds
+
+    def _try(self, space: int, key: str) -> bool:
+        lock = _LOCAL.get(space, key)
+        if lock.acquire(blocking=False):
+            self._held.append(lock)
+            return True
+        return False
+
+    def try_order(self, order_ref: str) -> bool:
+        return self._try(_ORDER, order_ref)
+
+    def try_redeem(self, request_id: int) -> bool:
+        return self._try(_REDEEM, str(request_id))
+
+    def try_sweep(self) -> bool:
+        return self._try(_SWEEP, "sweep")
+
+    @contextmanager
+    def customer(self, key: str) -> Iterator[None]:
+        lock = _LOCAL.get(_CUSTOMER, key)
+        if not lock.acquire(timeout=self._wait):
+            raise CustomerBusy(f"customer {key} stayed busy for {self._wait} s")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def release_all(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+
+@contextmanager
+def lock_scope(engine: Engine, *, customer_wait_seconds: float = 30.0) -> Iterator[LockScope]:
+    """Locks taken inside are released when the block ends (or the process dies)."""
+    if engine.dialect.name != "postgresql":
+        local = LocalLockScope(customer_wait_seconds)
+        try:
+            yield local
+        finally:
+            local.release_all()
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            yield PostgresLockScope(conn, customer_wait_seconds)
+        finally:
+            # Closing returns the connection to the pool; session-level advisory locks would
+            # survive that, so drop them all first.
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))

@@ -1,0 +1,278 @@
+"""Reconciliation: attach a bill to the redemptions that belong to it. Plain functions.
+
+Each call to the platform is followed by a commit of its outcome rows and item states, so what was
+sent is on record before the next call, and a crash re-sends at most one idempotent update.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import structlog
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from models.redemptions import COUPON, FAILED, PENDING, RETRYING, SUCCEEDED, Redemption
+from models.session import unit_of_work
+from models.transactions import Transaction
+from worker.locks import CustomerBusy, LockScope, lock_scope
+from worker.loyalty import (
+    CouponUpdate,
+    Customer,
+    Exchange,
+    LocalRejection,
+    LoyaltyClient,
+    LoyaltyError,
+    is_transient_code,
+)
+from worker.ratelimit import Throttled
+from worker.recording import (
+    Verdict,
+    add_outcome,
+    amount,
+    error_verdict,
+    succeeded,
+    transient_verdict,
+)
+
+log = structlog.get_logger(__name__)
+
+#: Item states a normal run works on; gave_up and failed wait for the backfill or an operator.
+WORKABLE = (PENDING, RETRYING)
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int
+    retry_base_seconds: int
+
+
+@dataclass
+class OrderReport:
+    order_ref: str
+    busy: bool = False
+    calls: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    retry_in: float | None = None
+
+    def later(self, delay: float) -> None:
+        self.retry_in = delay if self.retry_in is None else min(self.retry_in, delay)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "order_ref": self.order_ref,
+            "busy": self.busy,
+            "calls": self.calls,
+            "statuses": dict(self.statuses),
+            "retry_in": self.retry_in,
+        }
+
+
+def reconcile_order(
+    engine: Engine, client: LoyaltyClient, *, order_ref: str, policy: Policy
+) -> OrderReport:
+    """Send the bill of ``order_ref`` to every open redemption that belongs to it."""
+    report = OrderReport(order_ref)
+    with lock_scope(engine) as locks:
+        if not locks.try_order(order_ref):
+            report.busy = True
+            return report
+        with unit_of_work(engine) as session:
+            transaction = session.scalars(
+                select(Transaction).where(Transaction.order_ref == order_ref)
+            ).first()
+            if transaction is None:
+                return report  # redemptions wait for their bill
+            items = open_items(session, transaction_id=transaction.id)
+            try:
+                _send_all(session, client, locks, transaction, items, policy, report)
+            except (Throttled, CustomerBusy) as exc:
+                # Not an attempt: nothing was sent. Come back when the budget allows.
+                session.rollback()
+                report.later(exc.retry_after if isinstance(exc, Throttled) else 5.0)
+                log.info("reconcile.deferred", order_ref=order_ref, reason=str(exc))
+    return report
+
+
+def open_items(session: Session, *, transaction_id: int) -> list[Redemption]:
+    """Redemptions of a bill still to be sent, coupons first, grouped by customer."""
+    return list(
+        session.scalars(
+            select(Redemption)
+            .where(Redemption.transaction_id == transaction_id, Redemption.state.in_(WORKABLE))
+            .order_by(
+                Redemption.kind, Redemption.customer_type, Redemption.customer_value, Redemption.id
+            )
+        )
+    )
+
+
+def _send_all(
+    session: Session,
+    client: LoyaltyClient,
+    locks: LockScope,
+    transaction: Transaction,
+    items: Iterable[Redemption],
+    policy: Policy,
+    report: OrderReport,
+) -> None:
+    def customer_of(item: Redemption) -> tuple[str, str, str]:
+        return item.kind, item.customer_type, item.customer_value
+
+    for (kind, customer_type, customer_value), group in groupby(items, key=customer_of):
+        batch = list(group)
+        customer = Customer(customer_type, customer_value)  # type: ignore[arg-type]
+        with locks.customer(f"{customer_type}:{customer_value}"):
+            if kind == COUPON:
+                send_coupon_batch(session, client, transaction, customer, batch, policy, report)
+            else:
+                for item in batch:
+                    send_points_update(session, client, transaction, customer, item, policy, report)
+                    session.commit()
+        session.commit()
+
+
+def send_coupon_batch(
+    session: Session,
+    client: LoyaltyClient,
+    transaction: Transaction,
+    customer: Customer,
+    batch: list[Redemption],
+    policy: Policy,
+    report: OrderReport,
+) -> None:
+    """One PUT /v2/coupon/redeem for all of a customer's coupons on the bill; decide per item."""
+    updates = [
+        CouponUpdate(
+            redemption_id=int(item.redemption_id or 0),
+            bill_amount=amount(transaction.bill_amount),
+            transaction_number=transaction.bill_number,
+            bill_id=transaction.bill_id,
+            custom_fields=dict(transaction.custom_fields or {}),
+        )
+        for item in batch
+    ]
+    for item in batch:
+        item.attempts += 1
+    report.calls += 1
+    try:
+        result = client.coupons.update_redemptions(customer=customer, items=updates)
+    except LoyaltyError as error:
+        for item in batch:
+            verdict = error_verdict(error, attempt=item.attempts, **_limits(policy))
+            _record(session, item, transaction, verdict, error.exchange, report)
+        return
+    for item in batch:
+        answer = result.item(int(item.redemption_id or 0))
+        if answer is None:
+            verdict = transient_verdict(
+                code=None,
+                message="the platform's answer did not mention this redemption",
+                attempt=item.attempts,
+                **_limits(policy),
+            )
+        elif answer.succeeded:
+            verdict = succeeded(answer.code, answer.message or "Coupon redemption updated")
+        elif is_transient_code(answer.code):
+            verdict = transient_verdict(
+                code=answer.code, message=answer.message, attempt=item.attempts, **_limits(policy)
+            )
+        else:
+            verdict = Verdict(FAILED, answer.code, answer.message or "refused by the platform")
+        _record(session, item, transaction, verdict, result.exchange, report)
+    if result.partial:
+        # The batch's own word: the platform says status true, code 762 (partly updated).
+        failed = len(result.failed_items)
+        message = f"{result.entity_message} ({failed} of {len(result.items)} items not updated)"
+        add_outcome(
+            session,
+            kind=COUPON,
+            verdict=Verdict(SUCCEEDED, result.entity_code, message),
+            attempt=max(item.attempts for item in batch),
+            exchange=result.exchange,
+            redemption_id=None,
+            order_ref=transaction.order_ref,
+            customer=customer.identifier_value,
+            event_id=transaction.event_id,
+            transaction=transaction,
+        )
+
+
+def send_points_update(
+    session: Session,
+    client: LoyaltyClient,
+    transaction: Transaction,
+    customer: Customer,
+    item: Redemption,
+    policy: Policy,
+    report: OrderReport,
+) -> None:
+    """One PUT /v2/points/updateRedemption; local refusals are recorded, never sent."""
+    item.attempts += 1
+    try:
+        result = client.points.update_redemption(
+            entity=customer,
+            redemption_id=item.redemption_id,
+            external_reference_number=None
+            if item.redemption_id
+            else item.external_reference_number,
+            bill_number=transaction.bill_number,
+            bill_id=transaction.bill_id,
+            purpose=transaction.purpose,
+            custom_fields=transaction.custom_fields or None,
+        )
+    except LocalRejection as error:
+        _record(
+            session, item, transaction, Verdict(FAILED, error.code, error.message), None, report
+        )
+        return
+    except LoyaltyError as error:
+        report.calls += 1
+        verdict = error_verdict(error, attempt=item.attempts, **_limits(policy))
+        _record(session, item, transaction, verdict, error.exchange, report)
+        return
+    report.calls += 1
+    verdict = succeeded(None, "Points redemption updated")
+    _record(session, item, transaction, verdict, result.exchange, report)
+
+
+def _limits(policy: Policy) -> dict[str, int]:
+    return {"max_attempts": policy.max_attempts, "base": policy.retry_base_seconds}
+
+
+def _record(
+    session: Session,
+    item: Redemption,
+    transaction: Transaction,
+    verdict: Verdict,
+    exchange: Exchange | None,
+    report: OrderReport,
+) -> None:
+    item.state = verdict.status
+    add_outcome(
+        session,
+        kind=item.kind,
+        verdict=verdict,
+        attempt=item.attempts,
+        exchange=exchange,
+        redemption_id=item.platform_ref,
+        order_ref=transaction.order_ref,
+        customer=item.customer_value,
+        event_id=item.event_id,
+        transaction=transaction,
+    )
+    report.statuses[verdict.status] += 1
+    if verdict.retry_in is not None:
+        report.later(verdict.retry_in)
+    log.info(
+        "outcome",
+        kind=item.kind,
+        redemption_id=item.platform_ref,
+        order_ref=transaction.order_ref,
+        status=verdict.status,
+        code=verdict.code,
+        attempt=item.attempts,
+    )

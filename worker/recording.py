@@ -1,0 +1,121 @@
+"""Turning calls and their answers into outcome rows (append-only) and item states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from celery.utils.time import get_exponential_backoff_interval
+from sqlalchemy.orm import Session
+
+from models.outcomes import Outcome
+from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
+from models.transactions import Transaction
+from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
+
+#: Celery's retry message must come back before RabbitMQ's consumer_timeout (30 min): a wait
+#: longer than this is left to the sweeper and the backfill.
+MAX_BACKOFF_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an attempt means for its item: a status, and when to try again if at all."""
+
+    status: str
+    code: int | None
+    message: str
+    retry_in: float | None = None
+
+
+def backoff(attempt: int, base: int, retry_after: float | None = None) -> float:
+    """Exponential back-off with full jitter (Celery's), never shorter than Retry-After."""
+    delay = float(
+        get_exponential_backoff_interval(
+            factor=base, retries=attempt - 1, maximum=MAX_BACKOFF_SECONDS, full_jitter=True
+        )
+    )
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(max(delay, 0.5), MAX_BACKOFF_SECONDS)
+
+
+def transient_verdict(
+    *,
+    code: int | None,
+    message: str,
+    attempt: int,
+    max_attempts: int,
+    base: int,
+    retry_after: float | None = None,
+    final_status: str = GAVE_UP,
+) -> Verdict:
+    if attempt >= max_attempts:
+        return Verdict(final_status, code, f"{message} (attempt {attempt} of {max_attempts})")
+    delay = backoff(attempt, base, retry_after)
+    return Verdict(RETRYING, code, f"{message} (next attempt in {delay:.0f} s)", delay)
+
+
+def error_verdict(error: LoyaltyError, *, attempt: int, max_attempts: int, base: int) -> Verdict:
+    """Transient errors retry; an auth failure retries too (it is configuration, not the item)."""
+    if isinstance(error, Unauthorized):
+        message = f"credentials refused by the platform; check LOYALTY_API_*: {error.message}"
+        return transient_verdict(
+            code=401, message=message, attempt=attempt, max_attempts=max_attempts, base=base
+        )
+    if isinstance(error, Transient):
+        retry_after = error.retry_after if isinstance(error, RateLimited) else None
+        return transient_verdict(
+            code=error.code,
+            message=error.message,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            base=base,
+            retry_after=retry_after,
+        )
+    return Verdict(FAILED, error.code, error.message)
+
+
+def succeeded(code: int | None, message: str) -> Verdict:
+    return Verdict(SUCCEEDED, code, message)
+
+
+def add_outcome(
+    session: Session,
+    *,
+    kind: str,
+    verdict: Verdict,
+    attempt: int,
+    exchange: Exchange | None,
+    redemption_id: str | None,
+    order_ref: str | None,
+    customer: str | None,
+    event_id: str | None,
+    transaction: Transaction | None = None,
+    operator: str | None = None,
+) -> Outcome:
+    outcome = Outcome(
+        kind=kind,
+        redemption_id=redemption_id,
+        order_ref=order_ref,
+        bill_number=transaction.bill_number if transaction else None,
+        bill_id=transaction.bill_id if transaction else None,
+        bill_amount=transaction.bill_amount if transaction else None,
+        customer=customer,
+        attempt=attempt,
+        http_status=exchange.http_status if exchange else None,
+        code=verdict.code,
+        message=verdict.message[:2000],
+        status=verdict.status,
+        event_id=event_id,
+        request_id=exchange.request_id if exchange else None,
+        request_excerpt=exchange.request_excerpt if exchange else None,
+        response_excerpt=exchange.response_excerpt if exchange else None,
+        operator=operator,
+    )
+    session.add(outcome)
+    return outcome
+
+
+def amount(value: Decimal | None) -> Decimal:
+    return value if value is not None else Decimal(0)

@@ -1,0 +1,59 @@
+"""Per-process resources: the engine, the rate limiter and the loyalty client.
+
+Built on first use in each process (after a prefork pool has forked), never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from threading import Lock
+
+from sqlalchemy import Engine
+
+from models.session import engine_for, forget_engines_after_fork
+from worker.loyalty import LoyaltyClient
+from worker.ratelimit import GlobalRateLimiter
+from worker.reconcile import Policy
+from worker.settings import Settings, load_settings
+
+__all__ = ["Resources", "build", "engine_for", "for_settings", "load_settings"]
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: Engine
+    limiter: GlobalRateLimiter
+    client: LoyaltyClient
+    policy: Policy
+
+
+_lock = Lock()
+_cache: dict[tuple[int, int], Resources] = {}
+
+
+def build(settings: Settings) -> Resources:
+    engine = engine_for(settings.database_url)
+    limiter = GlobalRateLimiter(
+        engine, key=settings.api_key, per_minute=settings.rate_limit_per_minute
+    )
+    client = LoyaltyClient.from_settings(settings, throttle=limiter.acquire)
+    policy = Policy(
+        max_attempts=settings.max_attempts, retry_base_seconds=settings.retry_base_seconds
+    )
+    return Resources(settings, engine, limiter, client, policy)
+
+
+def for_settings(settings: Settings) -> Resources:
+    key = (os.getpid(), id(settings))
+    with _lock:
+        if key not in _cache:
+            _cache[key] = build(settings)
+        return _cache[key]
+
+
+def reset_after_fork() -> None:
+    with _lock:
+        _cache.clear()
+    forget_engines_after_fork()

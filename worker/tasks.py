@@ -1,0 +1,98 @@
+"""Celery tasks: a few lines each; the work is in plain functions."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from celery import Task
+
+from worker import backfill, reconcile, redeem, resources, sweep
+from worker.app import app, settings_of
+from worker.inbox import Stored
+
+#: Busy/throttled retries are not attempts; this only bounds a pathological loop. Past it the
+#: item stays open in the database and the sweeper or the backfill takes it again.
+MAX_TASK_RETRIES = 200
+
+
+class ReconTask(Task):
+    """Base of every task: per-process resources and the one way to schedule a retry."""
+
+    abstract = True
+
+    @property
+    def resources(self) -> resources.Resources:
+        return resources.for_settings(settings_of(self.app))
+
+    def again_in(self, delay: float | None) -> None:
+        if delay is not None:
+            raise self.retry(countdown=delay, max_retries=MAX_TASK_RETRIES)
+
+
+def _busy_delay() -> float:
+    return random.uniform(1.0, 3.0)
+
+
+@app.task(
+    bind=True,
+    base=ReconTask,
+    name="recon.reconcile_order",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=MAX_TASK_RETRIES,
+)
+def reconcile_order(self: ReconTask, order_ref: str) -> dict[str, Any]:
+    """Attach the order's bill to its open redemptions (idempotent)."""
+    r = self.resources
+    report = reconcile.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
+    self.again_in(_busy_delay() if report.busy else report.retry_in)
+    return report.as_dict()
+
+
+@app.task(
+    bind=True,
+    base=ReconTask,
+    name="recon.redeem_points",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=MAX_TASK_RETRIES,
+)
+def redeem_points(self: ReconTask, request_id: int) -> dict[str, Any]:
+    """Redeem a customer's points once (same external reference on every attempt)."""
+    r = self.resources
+    report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
+    if report.status == "succeeded" and report.order_ref:
+        reconcile_order.apply_async(args=[report.order_ref])
+    self.again_in(_busy_delay() if report.busy else report.retry_in)
+    return {"request_id": request_id, "status": report.status}
+
+
+@app.task(bind=True, base=ReconTask, name="recon.sweep", acks_late=False)
+def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
+    """Re-enqueue work pending for longer than RECON_SWEEP_AFTER_SECONDS."""
+    found = sweep.find_stuck_work(self.resources.engine, self.resources.settings)
+    enqueue(found)
+    return {"orders": len(found.orders), "redeem_requests": len(found.redeem_requests)}
+
+
+@app.task(bind=True, base=ReconTask, name="recon.backfill", acks_late=False)
+def nightly_backfill(self: ReconTask) -> dict[str, int]:
+    """Re-drive every open redemption that has its bill (the nightly run)."""
+    r = self.resources
+    summary = backfill.run_backfill(
+        r.engine, r.client, policy=r.policy, options=backfill.Options(), on_retry=enqueue_order
+    )
+    return summary.as_dict()
+
+
+def enqueue_order(order_ref: str, delay: float | None = None) -> None:
+    reconcile_order.apply_async(args=[order_ref], countdown=delay)
+
+
+def enqueue(stored: Stored) -> None:
+    """Call only after the rows these point at are committed."""
+    for order_ref in sorted(stored.orders):
+        reconcile_order.apply_async(args=[order_ref])
+    for request_id in sorted(stored.redeem_requests):
+        redeem_points.apply_async(args=[request_id])
