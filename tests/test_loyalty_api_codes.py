@@ -92,8 +92,9 @@ def test_invalid_coupon_id_is_failed_with_510_and_batch_is_762(
     sandbox.register_coupon(2001, MOBILE)
     result = client.coupons.update_redemptions(customer=ALICE, items=[coupon(2001), coupon(2999)])
     assert {i.redemption_id: i.code for i in result.items} == {2001: 761, 2999: 510}
-    assert result.item(2999) is not None
-    assert not result.item(2999).succeeded
+    invalid = result.item(2999)
+    assert invalid is not None
+    assert not invalid.succeeded
     assert (result.entity_code, result.partial, result.outcome) == (762, True, "partial")
     assert [i.redemption_id for i in result.failed_items] == [2999]
 

@@ -27,9 +27,10 @@ from worker.loyalty import (
     Transient,
     Unauthorized,
     basic_auth_header,
+    session_factory,
 )
 from worker.loyalty.points import REDEEM_PATH
-from worker.settings import Settings, load_settings
+from worker.settings import Settings, SettingsError, load_settings
 
 USER, PASSWORD = "store.server", "server123"
 OAUTH_KEY, OAUTH_SECRET = "recon-key", "recon-secret"
@@ -393,8 +394,7 @@ def test_no_credential_reaches_logs_errors_or_excerpts(sandbox: Any) -> None:
         texts += [str(no.value), repr(no.value.exchange)]
     texts += [repr(line) for line in logs]
     everything = "\n".join(texts)
-    token_excerpts = [r for r in sandbox.requests(path=TOKEN_PATH)]
-    assert token_excerpts, "the OAuth path was exercised"
+    assert sandbox.requests(path=TOKEN_PATH), "the OAuth path was exercised"
     for secret in (PASSWORD, md5, header, header.split()[1], OAUTH_SECRET, token):
         assert secret not in everything
 
@@ -413,3 +413,26 @@ def test_the_token_exchange_is_recorded_redacted(sandbox: Any) -> None:
     assert '"secret":"***"' in exchange.request_excerpt
     assert '"accessToken":"***"' in exchange.response_excerpt
     assert token not in repr(logs)
+
+
+# --- construction -------------------------------------------------------------------------------
+
+
+def test_the_pooled_session_never_retries_behind_our_back() -> None:
+    with session_factory() as session:
+        adapter = session.get_adapter("https://eu.api.capillarytech.com/")
+        assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
+        assert adapter._pool_maxsize == 16  # type: ignore[attr-defined]
+
+
+def test_building_a_client_without_credentials_fails_readably() -> None:
+    settings = load_settings({"LOYALTY_API_URL": "http://127.0.0.1:9"})
+    with pytest.raises(SettingsError, match="LOYALTY_API_USERNAME"):
+        LoyaltyClient.from_settings(settings)
+
+
+def test_oauth_is_chosen_when_a_client_key_is_set(sandbox: Any) -> None:
+    with LoyaltyClient.from_settings(oauth_settings(sandbox.url)) as loyalty:
+        assert isinstance(loyalty.http.auth, OAuthTokens)
+    with LoyaltyClient.from_settings(basic_settings(sandbox.url)) as loyalty:
+        assert isinstance(loyalty.http.auth, BasicAuth)

@@ -14,7 +14,7 @@ from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from worker.logging import configure_logging
+from worker.logging import configure_logging, is_configured
 from worker.settings import Settings, SettingsError
 
 app = Celery("recon", include=["worker.tasks"])
@@ -90,6 +90,9 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
         recon_settings=settings,
         recon_embedded=embedded,
     )
+    if embedded:
+        # The in-memory transport polls; its default of once a second would pace the demo.
+        app.conf.broker_transport_options = {"polling_interval": 0.01}
     from worker.intake import IntakeConsumer
 
     if IntakeConsumer not in app.steps["consumer"]:
@@ -131,7 +134,10 @@ def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
-    # Connecting here stops Celery from installing its own handlers.
+    # Connecting here stops Celery from installing its own handlers. A process that set up
+    # logging itself (the demo writes to a file) keeps what it chose.
+    if is_configured():
+        return
     settings = app.conf.get("recon_settings")
     configure_logging(settings.log_level if settings else "INFO")
 

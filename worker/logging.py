@@ -60,3 +60,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
             cache_logger_on_first_use=False,
         )
     _configured = True
+
+
+def is_configured() -> bool:
+    return _configured

@@ -118,9 +118,13 @@ def _note_if_cut(count: int, limit: int | None) -> None:
 def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
     if since is None and until is None:
         return ""
-    start = since.isoformat() if since else "the beginning"
-    end = until.isoformat() if until else "now"
+    start = _moment(since) if since else "the beginning"
+    end = _moment(until) if until else "now"
     return f" from {start} to {end}"
+
+
+def _moment(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.group()

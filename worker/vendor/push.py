@@ -25,6 +25,7 @@ from models.upsert import insert
 from models.vendor import VendorConfigState
 from worker.loyalty import Exchange, LoyaltyError, Transient, Unauthorized, VendorClient
 from worker.loyalty.redact import MASK
+from worker.ratelimit import Throttled
 from worker.recording import Verdict, add_outcome
 from worker.vendor.files import VendorConfig
 
@@ -88,6 +89,10 @@ def push_config(*, session: Session, client: VendorClient, planned: Planned) -> 
         answer = client.update_vendor_redemption(
             redemption_id=config.config_id, brand_id=config.brand_id, config=config.body
         )
+    except Throttled as error:
+        # Our shared budget, not the platform, said no: nothing was sent.
+        verdict = Verdict(GAVE_UP, None, str(error))
+        exchange = None
     except LoyaltyError as error:
         # A CLI push does not retry: a transient failure is gave_up, and the next push (its
         # hash was not stored) sends it again.

@@ -32,7 +32,7 @@ ACTION_KEYS = (
 
 #: What the platform fills in a body template: ${...} variables, custom fields, and two names.
 PLACEHOLDER = re.compile(
-    r"\$\{(?P<var>[^{}]*)\}|\bcustomfield_\w+|\bfulfillmentStatus\b|\brewardTransactionId\b"
+    r"\$\{(?P<var>[^{}\"\\\s]*)\}|\bcustomfield_\w+|\bfulfillmentStatus\b|\brewardTransactionId\b"
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -71,10 +71,12 @@ def check_document(document: Any, *, default_brand_id: int | None) -> list[Probl
     _check_choice(document, "$", "redemptionType", REDEMPTION_TYPES, problems)
 
     vendor_id = document.get("vendorId")
-    if vendor_id is None:
+    if "vendorId" not in document:
         problems.add("$.vendorId", "is missing: the vendor's id is required")
-    elif not isinstance(vendor_id, str) or not vendor_id.strip():
+    elif not isinstance(vendor_id, str):
         problems.add("$.vendorId", f"must be a non-empty string, not {_json_type(vendor_id)}")
+    elif not vendor_id.strip():
+        problems.add("$.vendorId", "is empty: the vendor's id is required")
 
     response_keys = _response_keys(document, problems)
     actions = document.get("actions")
