@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
@@ -72,7 +73,8 @@ class PointsRedeemRequest(Base):
     order_ref: Mapped[str] = mapped_column(String(128), index=True)
     customer_type: Mapped[str] = mapped_column(String(16))
     customer_value: Mapped[str] = mapped_column(String(128), index=True)
-    points: Mapped[points]
+    # As sent, exact to the last digit: the 878 rule (at most 3 decimals) is judged on it.
+    points_text: Mapped[str] = mapped_column("points", String(40))
     program_id: Mapped[str | None] = mapped_column(String(64))
     validation_code: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
@@ -89,3 +91,7 @@ class PointsRedeemRequest(Base):
         ForeignKey("redemptions.id", ondelete="SET NULL")
     )
     last_error: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def points(self) -> Decimal:
+        return Decimal(self.points_text)

@@ -163,3 +163,54 @@ def amqp_url() -> Iterator[str]:
         yield url
     finally:
         services.delete_vhost(vhost)
+
+
+# --- The worker's own pieces, wired to the test database and the sandbox ----------------------
+
+
+@pytest.fixture
+def settings(pg_url: str, sandbox: SandboxAdmin):
+    from worker.settings import load_settings
+
+    return load_settings(
+        {
+            "RECON_DATABASE_URL": pg_url,
+            "LOYALTY_API_URL": sandbox.url,
+            "LOYALTY_API_USERNAME": SANDBOX_USER,
+            "LOYALTY_API_PASSWORD": SANDBOX_PASSWORD,
+            "RECON_MAX_ATTEMPTS": "3",
+            "RECON_RETRY_BASE_SECONDS": "1",
+        }
+    )
+
+
+@pytest.fixture
+def client(settings):
+    from worker.loyalty import LoyaltyClient
+
+    loyalty = LoyaltyClient.from_settings(settings)
+    yield loyalty
+    loyalty.close()
+
+
+@pytest.fixture
+def workers(pg_url: str, amqp_url: str, sandbox: SandboxAdmin, clean_db: Engine, tmp_path):
+    """Real worker processes (started by the test) on the test database, vhost and sandbox."""
+    from tests.workers import Workers
+
+    env = {
+        "RECON_DATABASE_URL": pg_url,
+        "RECON_BROKER_URL": amqp_url,
+        "LOYALTY_API_URL": sandbox.url,
+        "LOYALTY_API_USERNAME": SANDBOX_USER,
+        "LOYALTY_API_PASSWORD": SANDBOX_PASSWORD,
+        "RECON_MAX_ATTEMPTS": "3",
+        "RECON_RETRY_BASE_SECONDS": "1",
+        "RECON_LOG_LEVEL": "INFO",
+    }
+    pool = Workers(env, tmp_path)
+    pool.declare()
+    pool.purge()
+    yield pool
+    pool.stop()
+    pool.purge()

@@ -241,7 +241,7 @@ def test_unknown_lists_unresolved_redeem_requests_with_their_last_message(
             "event_id": waiting.event_id,
             "order_ref": "P-1",
             "customer": waiting.customer_value,
-            "points": "25.500",
+            "points": "25.5",
             "external_reference_number": waiting.external_reference_number,
             "attempts": 3,
             "last_outcome_at": NOW.isoformat(),

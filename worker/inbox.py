@@ -195,7 +195,7 @@ def _add_redeem_request(session: Session, event: PointsRedeemRequested) -> int:
             order_ref=event.order_ref,
             customer_type=event.customer.identifier_type,
             customer_value=event.customer.identifier_value,
-            points=event.points,
+            points_text=str(event.points),
             program_id=event.program_id,
             validation_code=event.validation_code,
             notes=event.notes,

@@ -251,7 +251,7 @@ def upgrade() -> None:
         sa.Column("order_ref", sa.String(length=128), nullable=False),
         sa.Column("customer_type", sa.String(length=16), nullable=False),
         sa.Column("customer_value", sa.String(length=128), nullable=False),
-        sa.Column("points", sa.Numeric(precision=18, scale=3), nullable=False),
+        sa.Column("points", sa.String(length=40), nullable=False),
         sa.Column("program_id", sa.String(length=64), nullable=True),
         sa.Column("validation_code", sa.String(length=64), nullable=True),
         sa.Column("notes", sa.Text(), nullable=True),

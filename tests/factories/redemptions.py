@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -40,7 +39,7 @@ def make_redeem_request(session: Session, **overrides: Any) -> PointsRedeemReque
         "order_ref": f"PORD-{n}",
         "customer_type": "mobile",
         "customer_value": "919800000003",
-        "points": Decimal("25.5"),
+        "points_text": "25.5",
         "state": "pending",
     }
     fields.update(overrides)

@@ -49,7 +49,7 @@ def unresolved_unknown_requests(
             request.event_id,
             request.order_ref,
             request.customer_value.label("customer"),
-            request.points,
+            request.points_text.label("points"),  # as the event sent it
             request.external_reference_number,
             request.attempts,
             last.c.at.label("last_outcome_at"),

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from models.outcomes import Outcome
@@ -77,7 +77,7 @@ def failed_outcomes(
     limit: int | None = None,
 ) -> list[Outcome]:
     """Outcomes that are ``failed`` or ``gave_up``, newest first (index: status, at)."""
-    stmt = _within(select(Outcome).where(Outcome.status.in_(FAILURE_STATUSES)), since, until)
+    stmt = select(Outcome).where(Outcome.status.in_(FAILURE_STATUSES), *_within(since, until))
     # Newest first: this is a triage list, and --limit should keep the latest.
     stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc())
     if limit is not None:
@@ -93,13 +93,12 @@ def count_outcomes(
 ) -> list[dict[str, Any]]:
     """Number of outcomes per (kind, status, code) in the window (index: at)."""
     count = func.count().label("count")
-    stmt = _within(
-        select(Outcome.kind, Outcome.status, Outcome.code, count).group_by(
-            Outcome.kind, Outcome.status, Outcome.code
-        ),
-        since,
-        until,
-    ).order_by(Outcome.kind, Outcome.status, Outcome.code.asc().nulls_first())
+    stmt = (
+        select(Outcome.kind, Outcome.status, Outcome.code, count)
+        .where(*_within(since, until))
+        .group_by(Outcome.kind, Outcome.status, Outcome.code)
+        .order_by(Outcome.kind, Outcome.status, Outcome.code.asc().nulls_first())
+    )
     return [dict(row) for row in session.execute(stmt).mappings()]
 
 
@@ -113,7 +112,7 @@ def stream_outcomes(
     """Every outcome in the window, oldest first, fetched in batches (index: at)."""
     # yield_per makes PostgreSQL use a server-side cursor: memory stays at one batch whatever
     # the window holds. Objects are not kept by the session once the caller drops them.
-    stmt = _within(select(Outcome), since, until).order_by(Outcome.at, Outcome.id)
+    stmt = select(Outcome).where(*_within(since, until)).order_by(Outcome.at, Outcome.id)
     yield from session.scalars(stmt.execution_options(yield_per=batch_size))
 
 
@@ -124,16 +123,17 @@ def _history(
     until: dt.datetime | None,
     limit: int | None,
 ) -> list[Outcome]:
-    stmt = _within(select(Outcome).where(condition), since, until)
-    stmt = stmt.order_by(Outcome.at, Outcome.id)
+    stmt = select(Outcome).where(condition, *_within(since, until)).order_by(Outcome.at, Outcome.id)
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
 
 
-def _within(stmt: Select[Any], since: dt.datetime | None, until: dt.datetime | None) -> Select[Any]:
+def _within(since: dt.datetime | None, until: dt.datetime | None) -> list[ColumnElement[bool]]:
+    """The window's conditions: since <= at < until, either side open when None."""
+    conditions = []
     if since is not None:
-        stmt = stmt.where(Outcome.at >= since)
+        conditions.append(Outcome.at >= since)
     if until is not None:
-        stmt = stmt.where(Outcome.at < until)
-    return stmt
+        conditions.append(Outcome.at < until)
+    return conditions

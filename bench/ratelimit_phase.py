@@ -1,0 +1,120 @@
+"""Phase 2: the shared rate limit under saturation.
+
+The sandbox throttles at 6000 requests per minute per API key (a token bucket holding one
+second's worth, so bursts are refused as a per-second enforcement would), the workers are told the
+same limit, and more work is published than the limit allows in the window. Over a 60 s window
+taken once the work flows, we count the requests the sandbox accepted and every 429 it answered.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from bench import infra
+from bench.load import publish, register_with_sandbox, scenario
+from bench.pipeline import FINAL
+from models.session import build_engine
+
+
+def _accepted(stats: dict[str, Any]) -> int:
+    by_status = stats.get("by_status", {})
+    return int(stats.get("total", 0)) - int(by_status.get("429", 0))
+
+
+def run(
+    sandbox: infra.SandboxProcess,
+    *,
+    limit_per_minute: int,
+    window_s: float,
+    orders: int,
+    coupons_per_bill: int,
+    workers: int,
+    concurrency: int,
+    log_dir: Path,
+) -> dict[str, Any]:
+    traffic = scenario(orders, coupons_per_bill=coupons_per_bill, prefix="rl", seed=12)
+    backend = infra.Backend.create("recon_bench_rl")
+    engine = build_engine(backend.database_url, pool_size=1, max_overflow=1)
+    pool = None
+    try:
+        sandbox.reset(rate_limit_per_minute=limit_per_minute)
+        register_with_sandbox(traffic, sandbox.url)
+        pool = infra.Workers(
+            backend,
+            sandbox,
+            count=workers,
+            concurrency=concurrency,
+            rate_limit_per_minute=limit_per_minute,
+            name="rl",
+            log_dir=log_dir,
+        )
+        capacity = limit_per_minute * window_s / 60
+        print(
+            f"  publishing {len(traffic.events):,} events ({orders:,} orders, "
+            f"{2 * orders:,} API calls; the window allows {capacity:,.0f}) to "
+            f"{workers} worker(s) x -c {concurrency} ...",
+            flush=True,
+        )
+        publication = publish(backend.broker_url, infra.EVENTS_EXCHANGE, traffic)
+        # Warm-up: the window opens once requests flow at the sandbox and a few seconds passed.
+        infra.wait_until(
+            "the first API calls", lambda: sandbox.stats().get("total", 0) > 0, timeout=60
+        )
+        time.sleep(3.0)
+        print(f"  measuring a {window_s:.0f} s window ...", flush=True)
+        before, opened = sandbox.stats(), time.monotonic()
+        trace = []
+        last = _accepted(before)
+        while time.monotonic() - opened < window_s:
+            time.sleep(min(5.0, max(0.0, window_s - (time.monotonic() - opened))))
+            now = sandbox.stats()
+            trace.append(_accepted(now) - last)
+            last = _accepted(now)
+        after, closed = now, time.monotonic()
+        seconds = closed - opened
+        with engine.connect() as conn:
+            done = int(
+                conn.execute(
+                    text(f"SELECT count(*) FROM redemptions WHERE state IN {FINAL}")
+                ).scalar()
+                or 0
+            )
+        saturated = done < traffic.items and pool.alive()
+        alive = pool.alive()
+        pool.stop()
+        memory = pool.memory.report()
+        pool = None
+        final = sandbox.stats()
+        accepted = _accepted(after) - _accepted(before)
+        allowed = limit_per_minute * seconds / 60
+        per_second = final.get("per_second", {}).get(infra.USERNAME, {})
+        return {
+            "limit_per_minute": limit_per_minute,
+            "workers": workers,
+            "concurrency": concurrency,
+            "orders_published": orders,
+            "messages": publication.messages,
+            "window_s": round(seconds, 2),
+            "accepted_in_window": accepted,
+            "allowed_in_window": round(allowed, 1),
+            "share_of_limit": round(accepted / allowed, 4),
+            "accepted_per_5s": trace,
+            "max_requests_in_one_second": max((int(n) for n in per_second.values()), default=0),
+            "throttled_429": int(final.get("by_status", {}).get("429", 0)),
+            "throttled_counter": int(final.get("throttled", 0)),
+            "api_by_status": final.get("by_status", {}),
+            "items_final_at_window_end": done,
+            "still_saturated_at_window_end": saturated,
+            "workers_alive_at_end": alive,
+            "memory": memory,
+            "peak_rss_mb": max((row["peak_rss_mb"] for row in memory), default=0.0),
+        }
+    finally:
+        if pool is not None:
+            pool.stop()
+        engine.dispose()
+        backend.close()

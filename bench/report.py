@@ -1,0 +1,145 @@
+"""The final table (figure, target, PASS/MISS) and the JSON file with everything measured."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RSS_LIMIT_MB = 150.0
+FLOOR_SHARE = 0.40
+LIMIT_SHARE = 0.95
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: name, value, target, and PASS / MISS (or "-" when there is none)."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, value: str, target: str, ok: bool | None) -> None:
+        verdict = "-" if ok is None else ("PASS" if ok else "MISS")
+        rows.append({"figure": name, "value": value, "target": target, "verdict": verdict})
+
+    pipe = results.get("pipeline")
+    floor = results.get("floor")
+    limit = results.get("ratelimit")
+    if pipe:
+        k = pipe["coupons_per_bill"]
+        row(
+            "items reconciled (succeeded / published)",
+            f"{pipe['items_succeeded']:,} / {pipe['items']:,}",
+            "all",
+            pipe["items_succeeded"] == pipe["items"] and not pipe["timed_out"],
+        )
+        row(
+            "reconciled items per second (pipeline)",
+            f"{pipe['items_per_s']:,.0f}",
+            "",
+            None,
+        )
+        row("  orders per second", f"{pipe['orders_per_s']:,.0f}", "", None)
+        coupon_calls = pipe["api_by_endpoint"]
+        coupon = sum(n for name, n in coupon_calls.items() if "coupon" in name)
+        row(
+            "API calls per coupon item",
+            f"{pipe['api_calls_per_coupon_item']:.4f} ({coupon:,} / {pipe['coupon_items']:,})",
+            f"= 1/{k} = {1 / k:.4f}",
+            Fraction(coupon, max(pipe["coupon_items"], 1)) == Fraction(1, k),
+        )
+        expected = Fraction(2, k + 1)  # one coupon call + one points call per k + 1 items
+        row(
+            "API calls per reconciled item (all kinds)",
+            f"{pipe['api_calls_per_item']:.4f} ({pipe['api_calls']:,} / {pipe['items_succeeded']:,})",
+            f"= 2/{k + 1} = {float(expected):.4f}",
+            Fraction(pipe["api_calls"], max(pipe["items_succeeded"], 1)) == expected,
+        )
+        lat = pipe["latency_s"]
+        row("latency publish -> outcome p50", f"{lat['p50']:.2f} s", "", None)
+        row("latency publish -> outcome p95", f"{lat['p95']:.2f} s", "", None)
+        paced = results.get("latency_paced")
+        if paced:
+            row(
+                f"  paced at {paced['publish_orders_per_s']:.0f} orders/s: p50",
+                f"{paced['latency_s']['p50']:.2f} s",
+                "",
+                None,
+            )
+            row(
+                f"  paced at {paced['publish_orders_per_s']:.0f} orders/s: p95",
+                f"{paced['latency_s']['p95']:.2f} s",
+                "",
+                None,
+            )
+        row(
+            "429 answers in phase 1 (no sandbox limit)",
+            str(pipe["api_by_status"].get("429", 0)),
+            "0",
+            pipe["api_by_status"].get("429", 0) == 0,
+        )
+    if floor:
+        row(
+            f"floor: bare requests loop items/s ({floor['best_threads']} thread(s))",
+            f"{floor['items_per_s']:,.0f}",
+            "",
+            None,
+        )
+    if pipe and floor:
+        ratio = pipe["items_per_s"] / floor["items_per_s"]
+        results["pipeline_over_floor"] = round(ratio, 4)
+        row("throughput pipeline / floor", f"{ratio:.1%}", f">= {FLOOR_SHARE:.0%}", ratio >= 0.4)
+    peaks = [p["peak_rss_mb"] for p in (pipe, limit) if p]
+    if peaks:
+        worst = max(peaks)
+        row(
+            "peak RSS of any worker process",
+            f"{worst:.1f} MB",
+            f"< {RSS_LIMIT_MB:.0f} MB",
+            worst < RSS_LIMIT_MB,
+        )
+    if limit:
+        row(
+            f"share of the limit used ({limit['limit_per_minute']}/min, {limit['window_s']:.0f} s)",
+            f"{limit['share_of_limit']:.1%} ({limit['accepted_in_window']:,} / "
+            f"{limit['allowed_in_window']:,.0f})",
+            f">= {LIMIT_SHARE:.0%}",
+            limit["share_of_limit"] >= LIMIT_SHARE,
+        )
+        row(
+            "429 answers in the rate-limit phase",
+            str(limit["throttled_429"]),
+            "0",
+            limit["throttled_429"] == 0,
+        )
+    return rows
+
+
+def print_tables(results: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    for phase in ("pipeline", "ratelimit"):
+        memory = (results.get(phase) or {}).get("memory")
+        if memory:
+            table = Table(title=f"Peak RSS per worker process ({phase})")
+            for name in ("role", "pid", "peak_rss_mb"):
+                table.add_column(name, justify="right" if name != "role" else "left")
+            for entry in memory:
+                table.add_row(entry["role"], str(entry["pid"]), f"{entry['peak_rss_mb']:.1f}")
+            console.print(table)
+    table = Table(title="Benchmark figures")
+    for name in ("figure", "value", "target", "verdict"):
+        table.add_column(name, justify="left" if name in ("figure", "value") else "center")
+    for entry in results["verdicts"]:
+        style = {"PASS": "green", "MISS": "bold red"}.get(entry["verdict"])
+        verdict = f"[{style}]{entry['verdict']}[/]" if style else entry["verdict"]
+        table.add_row(entry["figure"], entry["value"], entry["target"], verdict)
+    console.print(table)
+
+
+def write_json(results: dict[str, Any], path: Path | None = None) -> Path:
+    path = path or RESULTS / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return path

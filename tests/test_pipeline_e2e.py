@@ -1,0 +1,183 @@
+"""The whole pipeline: an order system publishes with kombu; real workers; real everything."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from models.events import InboxEvent
+from models.outcomes import Outcome
+from models.redemptions import Redemption
+from models.session import unit_of_work
+from tests.factories import events
+from tests.workers import wait_for
+
+pytestmark = pytest.mark.e2e
+MOBILE = "919700000001"
+
+
+def outcome_rows(engine):
+    with unit_of_work(engine) as session:
+        return [
+            (o.redemption_id, o.code, o.status)
+            for o in session.scalars(select(Outcome).order_by(Outcome.id))
+        ]
+
+
+def settled(engine, count):
+    """True once ``count`` redemptions reached a final state."""
+    with unit_of_work(engine) as session:
+        done = session.scalar(
+            select(func.count())
+            .select_from(Redemption)
+            .where(Redemption.state.in_(("succeeded", "failed", "gave_up", "unknown")))
+        )
+    return done >= count
+
+
+def inbox(engine):
+    with unit_of_work(engine) as session:
+        return list(session.scalars(select(InboxEvent).order_by(InboxEvent.id)))
+
+
+@pytest.mark.parametrize("bill_first", [False, True], ids=["redemptions-first", "bill-first"])
+def test_both_arrival_orders_reconcile_every_item_once(workers, clean_db, sandbox, bill_first):
+    sandbox.register_coupon(1001, MOBILE)
+    sandbox.register_coupon(1002, MOBILE)
+    sandbox.register_points("PT1", MOBILE)
+    redemptions = [
+        events.coupon_redeemed("e2e-1", 1001, MOBILE),
+        events.coupon_redeemed("e2e-1", 1002, MOBILE),
+        events.points_redeemed("e2e-1", "PT1", MOBILE),
+    ]
+    bill = events.transaction_completed("e2e-1", MOBILE, bill_number="B-E2E-1")
+    ordered = [bill, *redemptions] if bill_first else [*redemptions, bill]
+    workers.start()
+    workers.publish(*(events.body(event) for event in ordered))
+    wait_for(lambda: settled(clean_db, 3))
+    time.sleep(0.5)  # let any stray duplicate task finish before counting
+    assert sorted(outcome_rows(clean_db)) == [
+        ("1001", 761, "succeeded"),
+        ("1002", 761, "succeeded"),
+        ("PT1", None, "succeeded"),
+    ]
+    assert sandbox.coupon(1001)["metadata"]["transactionNumber"] == "B-E2E-1"
+    assert sandbox.points("PT1")["update_count"] == 1
+
+
+def test_duplicate_delivery_changes_nothing_and_sends_nothing_twice(workers, clean_db, sandbox):
+    sandbox.register_coupon(2001, MOBILE)
+    coupon = events.body(events.coupon_redeemed("e2e-2", 2001, MOBILE))
+    bill = events.body(events.transaction_completed("e2e-2", MOBILE))
+    workers.start()
+    workers.publish(coupon, bill, coupon, bill, coupon)
+    wait_for(lambda: settled(clean_db, 1))
+    wait_for(lambda: len(inbox(clean_db)) == 2)
+    time.sleep(1.0)
+    assert outcome_rows(clean_db) == [("2001", 761, "succeeded")]
+    assert sandbox.coupon(2001)["update_count"] == 1
+
+
+def test_malformed_messages_are_rejected_on_record_and_the_worker_keeps_consuming(
+    workers, clean_db, sandbox
+):
+    sandbox.register_coupon(3001, MOBILE)
+    bad = [
+        b"this is not json",
+        json.dumps({"type": "coupon.redeemed", "event_id": "bad-1"}).encode(),
+        json.dumps(events.coupon_redeemed("e2e-3", 3002) | {"redemption_id": "x"}).encode(),
+    ]
+    worker = workers.start()
+    workers.publish(*bad)
+    workers.publish(
+        events.body(events.coupon_redeemed("e2e-3", 3001, MOBILE)),
+        events.body(events.transaction_completed("e2e-3", MOBILE)),
+    )
+    wait_for(lambda: settled(clean_db, 1))
+    rejected = [row for row in inbox(clean_db) if row.status == "rejected"]
+    reasons = sorted(row.reason for row in rejected)
+    assert len(rejected) == 3
+    assert any("body is not JSON" in reason for reason in reasons)
+    assert any("field 'order_ref'" in reason for reason in reasons)
+    assert any("field 'redemption_id'" in reason for reason in reasons)
+    assert worker.poll() is None
+    assert "intake.rejected" in workers.log_of("w1")
+
+
+def test_a_pool_process_killed_mid_task_still_reconciles_the_order_once(workers, clean_db, sandbox):
+    sandbox.register_coupon(4001, MOBILE)
+    # The first call hangs long enough to be killed in the middle of it.
+    sandbox.script("/v2/coupon/redeem", {"action": "slow", "seconds": 4})
+    worker = workers.start(concurrency=1)
+    workers.publish(
+        events.body(events.coupon_redeemed("e2e-4", 4001, MOBILE)),
+        events.body(events.transaction_completed("e2e-4", MOBILE)),
+    )
+    wait_for(lambda: sandbox.stats()["total"] >= 1, timeout=30)
+    [child] = workers.pool_children(worker)
+    child.send_signal(signal.SIGKILL)
+    wait_for(lambda: settled(clean_db, 1), timeout=60)
+    time.sleep(1.0)
+    assert outcome_rows(clean_db) == [("4001", 761, "succeeded")]
+    assert worker.poll() is None
+
+
+def test_a_database_that_is_down_keeps_messages_until_it_is_back(
+    workers, clean_db, sandbox, pg_url
+):
+    from sqlalchemy import text
+
+    from models.session import build_engine
+    from tests import services
+    from worker import migrate
+
+    # A database that does not exist yet is as down as one can be.
+    missing = services.create_database("recon_down")
+    services.drop_database(missing)
+    worker = workers.start(RECON_DATABASE_URL=missing)
+    workers.publish(events.body(events.transaction_completed("e2e-5", MOBILE)))
+    wait_for(lambda: "intake.store_failed" in workers.log_of("w1"), timeout=30)
+    assert worker.poll() is None  # still up
+    name = missing.rsplit("/", 1)[1]
+    with services._admin_conn() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"').text)
+    migrate.upgrade(missing)
+    engine = build_engine(missing)
+    try:
+        wait_for(lambda: len(inbox(engine)) == 1, timeout=30)
+    finally:
+        engine.dispose()
+        workers.stop()
+        services.drop_database(missing)
+
+
+def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_db, sandbox):
+    per_minute = 120  # two requests a second for everyone together
+    orders = 30
+    for number in range(orders):
+        mobile = f"91960000{number:04d}"
+        sandbox.register_points(f"RL{number}", mobile)
+        workers.publish(
+            events.body(events.points_redeemed(f"rl-{number}", f"RL{number}", mobile)),
+            events.body(events.transaction_completed(f"rl-{number}", mobile)),
+        )
+    sandbox.configure(rate_limit_per_minute=per_minute)
+    started = time.monotonic()
+    workers.start("w1", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
+    workers.start("w2", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
+    wait_for(lambda: sandbox.stats()["total"] >= 16, timeout=60)
+    elapsed = time.monotonic() - started
+    stats = sandbox.stats()
+    assert stats["throttled"] == 0
+    assert stats["by_status"].get("429", 0) == 0
+    # At most one request per 0.5 s for both workers together, plus the first one.
+    per_second = stats["per_second"]["store.server"]
+    seconds = sorted(int(second) for second in per_second)
+    for start in seconds:
+        window = sum(per_second.get(str(s), 0) for s in range(start, start + 5))
+        assert window <= 5 * per_minute / 60 + 1, (start, window)
+    assert stats["total"] <= elapsed * per_minute / 60 + 2

@@ -1,0 +1,104 @@
+"""Real `recon worker` processes for end-to-end tests, and an order system publishing to them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from kombu import Connection, Queue
+
+from worker.app import DEAD_LETTERED, TASK_EXCHANGE, TASK_QUEUE
+from worker.intake import events_queue
+from worker.publishing import publish_bodies
+from worker.settings import load_settings
+
+RECON = str(Path(sys.executable).parent / "recon")
+
+
+def task_queue() -> Queue:
+    return Queue(
+        TASK_QUEUE,
+        TASK_EXCHANGE,
+        routing_key=TASK_QUEUE,
+        durable=True,
+        queue_arguments=DEAD_LETTERED,
+    )
+
+
+class Workers:
+    """Starts workers against one database, vhost and sandbox; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.settings = load_settings(env)
+
+    def start(
+        self, name: str = "w1", concurrency: int = 1, **extra_env: str
+    ) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [RECON, "worker", "-c", str(concurrency), "-n", f"{name}@%h"],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def declare(self) -> None:
+        """The queue exists before anything is published (the worker declares it too)."""
+        with Connection(self.settings.broker_url) as conn:
+            events_queue(self.settings)(conn.default_channel).declare()
+
+    def publish(self, *bodies: bytes) -> None:
+        with Connection(
+            self.settings.broker_url, transport_options={"confirm_publish": True}
+        ) as conn:
+            publish_bodies(conn, self.settings.events_exchange, bodies)
+
+    def purge(self) -> None:
+        """Empty the queues between tests (declaring them as the worker does, first)."""
+        with Connection(self.settings.broker_url) as conn:
+            channel = conn.default_channel
+            for queue in (events_queue(self.settings), task_queue()):
+                queue(channel).declare()
+                channel.queue_purge(queue.name)
+
+    def pool_children(self, process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+        return psutil.Process(process.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()
+
+    def log_of(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
