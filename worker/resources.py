@@ -33,10 +33,15 @@ _lock = Lock()
 _cache: dict[tuple[int, int], Resources] = {}
 
 
-def build(settings: Settings) -> Resources:
+def build(settings: Settings, *, max_wait_seconds: float = 2.0) -> Resources:
+    """``max_wait_seconds``: how long one call may wait in place for the shared rate limit
+    (a task gives its slot back beyond it; the CLI backfill can afford to wait longer)."""
     engine = engine_for(settings.database_url)
     limiter = GlobalRateLimiter(
-        engine, key=settings.api_key, per_minute=settings.rate_limit_per_minute
+        engine,
+        key=settings.api_key,
+        per_minute=settings.rate_limit_per_minute,
+        max_wait_seconds=max_wait_seconds,
     )
     client = LoyaltyClient.from_settings(settings, throttle=limiter.acquire)
     policy = Policy(

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 from models.outcomes import KINDS, Outcome
 from models.session import engine_for, unit_of_work
 from worker import audit as queries
-from worker.cli.output import FORMATS, STREAM_FORMATS, UTC_DATETIME, render
+from worker.cli.output import (
+    FORMATS,
+    STREAM_FORMATS,
+    UTC_DATETIME,
+    describe_window,
+    render,
+    resolve_window,
+)
 from worker.settings import load_settings
 
 #: The columns a person reads in a terminal; scripts get every field of Outcome.AUDIT_FIELDS.
@@ -67,19 +74,6 @@ def _window_options(default: str) -> Callable[[Command], Command]:
     return decorate
 
 
-def _window(
-    since: dt.datetime | None, until: dt.datetime | None, *, default: dt.timedelta | None = None
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    if default is not None:
-        until = until or dt.datetime.now(dt.UTC)
-        since = since or until - default
-    if since is not None and until is not None and since >= until:
-        raise click.UsageError(
-            f"--since ({since.isoformat()}) must be earlier than --until ({until.isoformat()})"
-        )
-    return since, until
-
-
 @contextmanager
 def _session() -> Iterator[Session]:
     url = load_settings().database_url
@@ -89,6 +83,31 @@ def _session() -> Iterator[Session]:
     except OperationalError as exc:
         where = make_url(url).render_as_string(hide_password=True)
         raise click.ClickException(f"cannot query the database at {where}: {exc.orig}") from exc
+
+
+def _history(
+    what: str,
+    key: str,
+    query: Callable[..., list[Outcome]],
+    criteria: Mapping[str, Any],
+    *,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    fmt: str,
+    limit: int,
+) -> None:
+    """Run one of the by-key lookups and show its outcomes."""
+    since, until = resolve_window(since, until)
+    with _session() as session:
+        rows = query(session=session, since=since, until=until, limit=limit, **criteria)
+    window = describe_window(since, until)
+    _show_outcomes(
+        rows,
+        fmt,
+        title=f"Outcomes of {what} {key}{window}",
+        empty=f"No outcomes for {what} {key}{window}.",
+        limit=limit,
+    )
 
 
 def _show_outcomes(
@@ -113,18 +132,6 @@ def _note_if_cut(count: int, limit: int | None) -> None:
             "or raise --limit)",
             err=True,
         )
-
-
-def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
-    if since is None and until is None:
-        return ""
-    start = _moment(since) if since else "the beginning"
-    end = _moment(until) if until else "now"
-    return f" from {start} to {end}"
-
-
-def _moment(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.group()
@@ -157,18 +164,10 @@ def bill(
       recon audit bill B-1001
       recon audit bill B-1001 --since 2026-11-01 --format json
     """
-    since, until = _window(since, until)
-    with _session() as session:
-        rows = queries.outcomes_for_bill(
-            session=session, bill_number=bill_number, since=since, until=until, limit=limit
-        )
-    _show_outcomes(
-        rows,
-        fmt,
-        title=f"Outcomes of bill {bill_number}{_window_text(since, until)}",
-        empty=f"No outcomes for bill {bill_number}{_window_text(since, until)}.",
-        limit=limit,
-    )
+    _history(
+        "bill", bill_number, queries.outcomes_for_bill, {"bill_number": bill_number},
+        since=since, until=until, fmt=fmt, limit=limit,
+    )  # fmt: skip
 
 
 @audit.command()
@@ -194,23 +193,11 @@ def redemption(
       recon audit redemption 700123
       recon audit redemption 700123 --kind coupon --format csv
     """
-    since, until = _window(since, until)
-    with _session() as session:
-        rows = queries.outcomes_for_redemption(
-            session=session,
-            redemption_id=redemption_id,
-            kind=kind,
-            since=since,
-            until=until,
-            limit=limit,
-        )
-    _show_outcomes(
-        rows,
-        fmt,
-        title=f"Outcomes of redemption {redemption_id}{_window_text(since, until)}",
-        empty=f"No outcomes for redemption {redemption_id}{_window_text(since, until)}.",
-        limit=limit,
-    )
+    criteria = {"redemption_id": redemption_id, "kind": kind}
+    _history(
+        "redemption", redemption_id, queries.outcomes_for_redemption, criteria,
+        since=since, until=until, fmt=fmt, limit=limit,
+    )  # fmt: skip
 
 
 @audit.command()
@@ -228,18 +215,10 @@ def order(
       recon audit order WEB-2026-0042
       recon audit order WEB-2026-0042 --format json | jq '.[] | .status'
     """
-    since, until = _window(since, until)
-    with _session() as session:
-        rows = queries.outcomes_for_order(
-            session=session, order_ref=order_ref, since=since, until=until, limit=limit
-        )
-    _show_outcomes(
-        rows,
-        fmt,
-        title=f"Outcomes of order {order_ref}{_window_text(since, until)}",
-        empty=f"No outcomes for order {order_ref}{_window_text(since, until)}.",
-        limit=limit,
-    )
+    _history(
+        "order", order_ref, queries.outcomes_for_order, {"order_ref": order_ref},
+        since=since, until=until, fmt=fmt, limit=limit,
+    )  # fmt: skip
 
 
 @audit.command()
@@ -261,18 +240,10 @@ def customer(
       recon audit customer 919800000001
       recon audit customer 919800000001 --since 2026-11-01T00:00 --limit 50
     """
-    since, until = _window(since, until)
-    with _session() as session:
-        rows = queries.outcomes_for_customer(
-            session=session, customer=identifier_value, since=since, until=until, limit=limit
-        )
-    _show_outcomes(
-        rows,
-        fmt,
-        title=f"Outcomes of customer {identifier_value}{_window_text(since, until)}",
-        empty=f"No outcomes for customer {identifier_value}{_window_text(since, until)}.",
-        limit=limit,
-    )
+    _history(
+        "customer", identifier_value, queries.outcomes_for_customer,
+        {"customer": identifier_value}, since=since, until=until, fmt=fmt, limit=limit,
+    )  # fmt: skip
 
 
 @audit.command()
@@ -286,10 +257,10 @@ def summary(since: dt.datetime | None, until: dt.datetime | None, fmt: str) -> N
       recon audit summary
       recon audit summary --since 2026-11-20 --until 2026-11-21 --format json
     """
-    since, until = _window(since, until, default=LAST_DAY)
+    since, until = resolve_window(since, until, default=LAST_DAY)
     with _session() as session:
         rows = queries.count_outcomes(session=session, since=since, until=until)
-    window = _window_text(since, until)
+    window = describe_window(since, until)
     render(
         rows,
         queries.SUMMARY_FIELDS,
@@ -313,10 +284,10 @@ def failures(since: dt.datetime | None, until: dt.datetime | None, fmt: str, lim
       recon audit failures
       recon audit failures --since 2026-11-14 --format csv > failures.csv
     """
-    since, until = _window(since, until, default=LAST_DAY)
+    since, until = resolve_window(since, until, default=LAST_DAY)
     with _session() as session:
         rows = queries.failed_outcomes(session=session, since=since, until=until, limit=limit)
-    window = _window_text(since, until)
+    window = describe_window(since, until)
     _show_outcomes(
         rows,
         fmt,
@@ -411,13 +382,13 @@ def export(since: dt.datetime | None, until: dt.datetime | None, fmt: str, outpu
       recon audit export --since 2026-11-01 --until 2026-12-01 > november.csv
       recon audit export --format jsonl -o outcomes.jsonl
     """
-    since, until = _window(since, until)
+    since, until = resolve_window(since, until)
     with _session() as session:
         rows = (
             o.as_row() for o in queries.stream_outcomes(session=session, since=since, until=until)
         )
         count = render(rows, Outcome.AUDIT_FIELDS, fmt, out=output)
-    click.echo(f"exported {count} outcomes{_window_text(since, until)}", err=True)
+    click.echo(f"exported {count} outcomes{describe_window(since, until)}", err=True)
 
 
 def register(group: click.Group) -> None:

@@ -6,7 +6,8 @@ and rows, for scripts. The machine formats are written row by row, so a generato
 streamed, never held in memory. Times are written as UTC ISO 8601.
 
 ``UTC_DATETIME`` is the click type for ``--since`` / ``--until``: an ISO 8601 date or date-time,
-naive meaning UTC.
+naive meaning UTC; ``resolve_window`` checks a pair (exit 2 when since is not before until) and
+``describe_window`` words it for a title.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         # People read seconds; scripts (json, csv) get the full precision.
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_text(value)
     return str(plain(value))
 
 
@@ -160,3 +161,31 @@ class UTCDateTimeParam(click.ParamType):
 
 
 UTC_DATETIME = UTCDateTimeParam()
+
+
+def resolve_window(
+    since: dt.datetime | None, until: dt.datetime | None, *, default: dt.timedelta | None = None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """Check a --since/--until pair; with ``default``, an open window becomes that long."""
+    if default is not None:
+        until = until or dt.datetime.now(dt.UTC)
+        since = since or until - default
+    if since is not None and until is not None and since >= until:
+        raise click.UsageError(
+            f"--since ({since.isoformat()}) must be earlier than --until ({until.isoformat()})"
+        )
+    return since, until
+
+
+def describe_window(since: dt.datetime | None, until: dt.datetime | None) -> str:
+    """ " from <since> to <until>" for a title, or "" for an unbounded window."""
+    if since is None and until is None:
+        return ""
+    start = utc_text(since) if since else "the beginning"
+    end = utc_text(until) if until else "now"
+    return f" from {start} to {end}"
+
+
+def utc_text(when: dt.datetime) -> str:
+    """A time for people: UTC ISO 8601 to the second."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
