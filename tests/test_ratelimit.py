@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 
@@ -37,9 +38,10 @@ def test_three_processes_racing_for_slots_never_exceed_the_limit(pg_url, clean_d
         process.join(timeout=30)
     assert len(grants) <= seconds * per_minute / 60 + 1
     assert len(grants) >= seconds * per_minute / 60 * 0.8  # and the budget is actually used
-    gaps = [later - earlier for earlier, later in zip(grants, grants[1:], strict=False)]
-    # Grants are spaced by the emission interval (0.1 s), give or take clock reading jitter.
-    assert min(gaps) >= 0.1 * 0.8
+    gaps = [later - earlier for earlier, later in itertools.pairwise(grants)]
+    # Grants are spaced by the emission interval (0.1 s), give or take when each process read
+    # its clock after the grant: never two at once.
+    assert min(gaps) >= 0.05
 
 
 def test_a_long_wait_is_handed_back_as_throttled(clean_db):
