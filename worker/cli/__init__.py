@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
+from worker.logging import configure_logging
 from worker.settings import SettingsError
 
 
@@ -37,5 +39,9 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Logs go to stderr as JSON, once for the whole process, so command output on stdout
+    # (tables, CSV, JSON) stays clean for scripts. `recon worker` keeps this configuration.
+    level = os.environ.get("RECON_LOG_LEVEL", "INFO").upper()
+    configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
     _register()
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="recon")
