@@ -12,11 +12,11 @@ from models.session import build_engine
 from worker.ratelimit import GlobalRateLimiter, Throttled
 
 
-def _spend(url: str, per_minute: int, seconds: float, queue) -> None:
+def _spend(url: str, per_minute: int, start: float, deadline: float, queue) -> None:
     engine = build_engine(url)
     limiter = GlobalRateLimiter(engine, key="shared-key", per_minute=per_minute)
     granted = []
-    deadline = time.time() + seconds
+    time.sleep(max(0.0, start - time.time()))
     while time.time() < deadline:
         if limiter.try_acquire() == 0.0:
             granted.append(time.time())
@@ -26,11 +26,12 @@ def _spend(url: str, per_minute: int, seconds: float, queue) -> None:
 
 def test_three_processes_racing_for_slots_never_exceed_the_limit(pg_url, clean_db):
     per_minute, seconds = 600, 3.0  # ten a second between all of them
-    queue = multiprocessing.get_context("spawn").Queue()
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_spend, args=(pg_url, per_minute, seconds, queue)) for _ in range(3)
-    ]
+    queue = context.Queue()
+    # One window for all three, opened once every process is surely up.
+    start = time.time() + 4.0
+    window = (pg_url, per_minute, start, start + seconds, queue)
+    processes = [context.Process(target=_spend, args=window) for _ in range(3)]
     for process in processes:
         process.start()
     grants = sorted(t for _ in processes for t in queue.get(timeout=60))
