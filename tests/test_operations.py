@@ -15,7 +15,8 @@ from tests.factories import events
 from worker import backfill
 from worker.cli import _register, cli
 from worker.inbox import store_message
-from worker.reconcile import Policy, reconcile_order
+from worker.reconcile import reconcile_order
+from worker.recording import Policy
 from worker.redeem import redeem_points
 from worker.sweep import find_stuck_work
 

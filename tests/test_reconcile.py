@@ -10,7 +10,8 @@ from models.redemptions import Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from worker.inbox import store_message
-from worker.reconcile import Policy, reconcile_order
+from worker.reconcile import reconcile_order
+from worker.recording import Policy
 
 COUPON_PATH = "/v2/coupon/redeem"
 POINTS_PATH = "/v2/points/updateRedemption"

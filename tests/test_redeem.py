@@ -10,7 +10,8 @@ from models.redemptions import PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from worker.inbox import store_message
-from worker.reconcile import Policy, reconcile_order
+from worker.reconcile import reconcile_order
+from worker.recording import Policy
 from worker.redeem import redeem_points
 
 REDEEM_PATH = "/v1.1/points/redeem"

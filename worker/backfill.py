@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from models.redemptions import FAILED, OPEN_STATES, PENDING, SUCCEEDED, Redemption
 from models.session import unit_of_work
 from worker.loyalty import LoyaltyClient
-from worker.reconcile import Policy, reconcile_order
+from worker.reconcile import reconcile_order
+from worker.recording import Policy
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +67,7 @@ class Summary:
         }
 
 
-def _candidates(options: Options) -> Select[tuple[Redemption]]:
+def _candidates(options: Options) -> Select[Redemption]:
     query = select(Redemption).where(
         Redemption.transaction_id.is_not(None), Redemption.state.in_(options.states)
     )

@@ -57,7 +57,9 @@ def handle_message(settings: Settings, message: Message) -> str:
     except SQLAlchemyError as exc:
         # Not stored, so not acknowledged: the broker keeps it and we try again shortly.
         log.error(
-            "intake.store_failed", error=type(exc).__name__, detail=str(exc.orig or exc)[:300]
+            "intake.store_failed",
+            error=type(exc).__name__,
+            detail=str(getattr(exc, "orig", None) or exc)[:300],
         )
         time.sleep(DB_DOWN_PAUSE_SECONDS)
         message.requeue()

@@ -30,6 +30,7 @@ from worker.loyalty import (
 )
 from worker.ratelimit import Throttled
 from worker.recording import (
+    Policy,
     Verdict,
     add_outcome,
     amount,
@@ -42,12 +43,6 @@ log = structlog.get_logger(__name__)
 
 #: Item states a normal run works on; gave_up and failed wait for the backfill or an operator.
 WORKABLE = (PENDING, RETRYING)
-
-
-@dataclass(frozen=True)
-class Policy:
-    max_attempts: int
-    retry_base_seconds: int
 
 
 @dataclass
@@ -162,7 +157,7 @@ def send_coupon_batch(
         result = client.coupons.update_redemptions(customer=customer, items=updates)
     except LoyaltyError as error:
         for item in batch:
-            verdict = error_verdict(error, attempt=item.attempts, **_limits(policy))
+            verdict = error_verdict(error, attempt=item.attempts, policy=policy)
             _record(session, item, transaction, verdict, error.exchange, report)
         return
     for item in batch:
@@ -172,13 +167,13 @@ def send_coupon_batch(
                 code=None,
                 message="the platform's answer did not mention this redemption",
                 attempt=item.attempts,
-                **_limits(policy),
+                policy=policy,
             )
         elif answer.succeeded:
             verdict = succeeded(answer.code, answer.message or "Coupon redemption updated")
         elif is_transient_code(answer.code):
             verdict = transient_verdict(
-                code=answer.code, message=answer.message, attempt=item.attempts, **_limits(policy)
+                code=answer.code, message=answer.message, attempt=item.attempts, policy=policy
             )
         else:
             verdict = Verdict(FAILED, answer.code, answer.message or "refused by the platform")
@@ -231,16 +226,12 @@ def send_points_update(
         return
     except LoyaltyError as error:
         report.calls += 1
-        verdict = error_verdict(error, attempt=item.attempts, **_limits(policy))
+        verdict = error_verdict(error, attempt=item.attempts, policy=policy)
         _record(session, item, transaction, verdict, error.exchange, report)
         return
     report.calls += 1
     verdict = succeeded(None, "Points redemption updated")
     _record(session, item, transaction, verdict, result.exchange, report)
-
-
-def _limits(policy: Policy) -> dict[str, int]:
-    return {"max_attempts": policy.max_attempts, "base": policy.retry_base_seconds}
 
 
 def _record(

@@ -19,6 +19,14 @@ MAX_BACKOFF_SECONDS = 600
 
 
 @dataclass(frozen=True)
+class Policy:
+    """How often and how patiently transient failures are retried."""
+
+    max_attempts: int
+    retry_base_seconds: int
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What an attempt means for its item: a status, and when to try again if at all."""
 
@@ -45,32 +53,31 @@ def transient_verdict(
     code: int | None,
     message: str,
     attempt: int,
-    max_attempts: int,
-    base: int,
+    policy: Policy,
     retry_after: float | None = None,
     final_status: str = GAVE_UP,
 ) -> Verdict:
-    if attempt >= max_attempts:
-        return Verdict(final_status, code, f"{message} (attempt {attempt} of {max_attempts})")
-    delay = backoff(attempt, base, retry_after)
+    """Retry later, or give up (``final_status``) once the attempts are spent."""
+    if attempt >= policy.max_attempts:
+        return Verdict(
+            final_status, code, f"{message} (attempt {attempt} of {policy.max_attempts})"
+        )
+    delay = backoff(attempt, policy.retry_base_seconds, retry_after)
     return Verdict(RETRYING, code, f"{message} (next attempt in {delay:.0f} s)", delay)
 
 
-def error_verdict(error: LoyaltyError, *, attempt: int, max_attempts: int, base: int) -> Verdict:
+def error_verdict(error: LoyaltyError, *, attempt: int, policy: Policy) -> Verdict:
     """Transient errors retry; an auth failure retries too (it is configuration, not the item)."""
     if isinstance(error, Unauthorized):
         message = f"credentials refused by the platform; check LOYALTY_API_*: {error.message}"
-        return transient_verdict(
-            code=401, message=message, attempt=attempt, max_attempts=max_attempts, base=base
-        )
+        return transient_verdict(code=401, message=message, attempt=attempt, policy=policy)
     if isinstance(error, Transient):
         retry_after = error.retry_after if isinstance(error, RateLimited) else None
         return transient_verdict(
             code=error.code,
             message=error.message,
             attempt=attempt,
-            max_attempts=max_attempts,
-            base=base,
+            policy=policy,
             retry_after=retry_after,
         )
     return Verdict(FAILED, error.code, error.message)

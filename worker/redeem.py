@@ -33,8 +33,14 @@ from worker.inbox import attach_redemption
 from worker.locks import CustomerBusy, lock_scope
 from worker.loyalty import LocalRejection, LoyaltyClient, LoyaltyError, Rejected, Transient
 from worker.ratelimit import Throttled
-from worker.reconcile import Policy
-from worker.recording import Verdict, add_outcome, error_verdict, succeeded, transient_verdict
+from worker.recording import (
+    Policy,
+    Verdict,
+    add_outcome,
+    error_verdict,
+    succeeded,
+    transient_verdict,
+)
 
 log = structlog.get_logger(__name__)
 KIND = "points_redeem"
@@ -89,7 +95,6 @@ def redeem_points(
 def _attempt(
     session: Session, client: LoyaltyClient, request: PointsRedeemRequest, policy: Policy
 ) -> Verdict:
-    limits = {"max_attempts": policy.max_attempts, "base": policy.retry_base_seconds}
     exchange = None
     try:
         result = client.points.redeem(
@@ -125,11 +130,11 @@ def _attempt(
             attempt=request.attempts,
             retry_after=retry_after,
             final_status=final,
-            **limits,
+            policy=policy,
         )
     except LoyaltyError as error:
         exchange = error.exchange
-        verdict = error_verdict(error, attempt=request.attempts, **limits)
+        verdict = error_verdict(error, attempt=request.attempts, policy=policy)
     else:
         exchange = result.exchange
         request.redemption_id = result.redemption_id
