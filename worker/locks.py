@@ -29,7 +29,23 @@ class LockScope(Protocol):
     def customer(self, key: str) -> AbstractContextManager[None]: ...
 
 
-class PostgresLockScope:
+class _TryLocks:
+    """The non-blocking locks, in one place for both kinds of scope."""
+
+    def _try(self, space: int, key: str) -> bool:
+        raise NotImplementedError
+
+    def try_order(self, order_ref: str) -> bool:
+        return self._try(_ORDER, order_ref)
+
+    def try_redeem(self, request_id: int) -> bool:
+        return self._try(_REDEEM, str(request_id))
+
+    def try_sweep(self) -> bool:
+        return self._try(_SWEEP, "sweep")
+
+
+class PostgresLockScope(_TryLocks):
     def __init__(self, conn: Connection, customer_wait_seconds: float) -> None:
         self._conn = conn
         self._wait_ms = int(customer_wait_seconds * 1000)
@@ -41,15 +57,6 @@ class PostgresLockScope:
                 {"space": space, "key": key},
             ).scalar()
         )
-
-    def try_order(self, order_ref: str) -> bool:
-        return self._try(_ORDER, order_ref)
-
-    def try_redeem(self, request_id: int) -> bool:
-        return self._try(_REDEEM, str(request_id))
-
-    def try_sweep(self) -> bool:
-        return self._try(_SWEEP, "sweep")
 
     @contextmanager
     def customer(self, key: str) -> Iterator[None]:
@@ -78,7 +85,7 @@ class _LocalRegistry:
 _LOCAL = _LocalRegistry()
 
 
-class LocalLockScope:
+class LocalLockScope(_TryLocks):
     def __init__(self, customer_wait_seconds: float) -> None:
         self._held: list[threading.Lock] = []
         self._wait = customer_wait_seconds
@@ -89,15 +96,6 @@ class LocalLockScope:
             self._held.append(lock)
             return True
         return False
-
-    def try_order(self, order_ref: str) -> bool:
-        return self._try(_ORDER, order_ref)
-
-    def try_redeem(self, request_id: int) -> bool:
-        return self._try(_REDEEM, str(request_id))
-
-    def try_sweep(self) -> bool:
-        return self._try(_SWEEP, "sweep")
 
     @contextmanager
     def customer(self, key: str) -> Iterator[None]:

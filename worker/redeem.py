@@ -31,7 +31,14 @@ from models.session import unit_of_work
 from models.upsert import insert
 from worker.inbox import attach_redemption
 from worker.locks import CustomerBusy, lock_scope
-from worker.loyalty import LocalRejection, LoyaltyClient, LoyaltyError, Rejected, Transient
+from worker.loyalty import (
+    Exchange,
+    LocalRejection,
+    LoyaltyClient,
+    LoyaltyError,
+    Rejected,
+    Transient,
+)
 from worker.ratelimit import Throttled
 from worker.recording import (
     Policy,
@@ -142,6 +149,27 @@ def _attempt(
         verdict = succeeded(result.code, f"Points redeemed: {result.points_redeemed}")
         request.redemption_ref = store_redemption(session, request)
     request.last_error = None if verdict.status == "succeeded" else verdict.message
+    record_outcome(session, request, verdict, exchange)
+    log.info(
+        "outcome",
+        kind=KIND,
+        order_ref=request.order_ref,
+        status=verdict.status,
+        code=verdict.code,
+        attempt=request.attempts,
+    )
+    return verdict
+
+
+def record_outcome(
+    session: Session,
+    request: PointsRedeemRequest,
+    verdict: Verdict,
+    exchange: Exchange | None,
+    *,
+    operator: str | None = None,
+) -> None:
+    """The audit row of one attempt at (or one decision on) a redeem request."""
     add_outcome(
         session,
         kind=KIND,
@@ -152,16 +180,8 @@ def _attempt(
         order_ref=request.order_ref,
         customer=request.customer_value,
         event_id=request.event_id,
+        operator=operator,
     )
-    log.info(
-        "outcome",
-        kind=KIND,
-        order_ref=request.order_ref,
-        status=verdict.status,
-        code=verdict.code,
-        attempt=request.attempts,
-    )
-    return verdict
 
 
 def store_redemption(session: Session, request: PointsRedeemRequest) -> int:

@@ -9,8 +9,8 @@ from sqlalchemy import or_, select
 
 from models.redemptions import FAILED, SUCCEEDED, UNKNOWN, PointsRedeemRequest
 from models.session import engine_for, unit_of_work
-from worker.recording import Verdict, add_outcome
-from worker.redeem import KIND, store_redemption
+from worker.recording import Verdict
+from worker.redeem import record_outcome, store_redemption
 from worker.settings import load_settings
 
 
@@ -85,18 +85,7 @@ def resolve(
         else:
             verdict = Verdict(FAILED, None, f"operator found the points were not taken: {reason}")
         request.state = verdict.status
-        add_outcome(
-            session,
-            kind=KIND,
-            verdict=verdict,
-            attempt=request.attempts,
-            exchange=None,
-            redemption_id=request.redemption_id or request.external_reference_number,
-            order_ref=request.order_ref,
-            customer=request.customer_value,
-            event_id=request.event_id,
-            operator=who,
-        )
+        record_outcome(session, request, verdict, None, operator=who)
         session.commit()
         order_ref = request.order_ref
     click.echo(f"recorded: {reference} is {verdict.status} (by {who})")
