@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import signal
 import time
@@ -80,6 +82,13 @@ def test_duplicate_delivery_changes_nothing_and_sends_nothing_twice(workers, cle
     time.sleep(1.0)
     assert outcome_rows(clean_db) == [("2001", 761, "succeeded")]
     assert sandbox.coupon(2001)["update_count"] == 1
+    # Secrets stay secret: the worker's whole log holds neither the password nor its forms.
+    log = workers.log_of("w1")
+    assert "loyalty.call" in log
+    digest = hashlib.md5(b"server123").hexdigest()
+    header = base64.b64encode(f"store.server:{digest}".encode()).decode()
+    for secret in ("server123", digest, header):
+        assert secret not in log
 
 
 def test_malformed_messages_are_rejected_on_record_and_the_worker_keeps_consuming(
@@ -181,3 +190,30 @@ def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_
         window = sum(per_second.get(str(s), 0) for s in range(start, start + 5))
         assert window <= 5 * per_minute / 60 + 1, (start, window)
     assert stats["total"] <= elapsed * per_minute / 60 + 2
+
+
+def test_a_lost_redeem_answer_takes_the_points_once_through_the_whole_pipeline(
+    workers, clean_db, sandbox
+):
+    sandbox.script("/v1.1/points/redeem", {"action": "lost"})
+    request = events.redeem_requested("e2e-6", MOBILE, points="30")
+    workers.start()
+    workers.publish(events.body(request), events.body(request))  # redelivered, too
+    workers.publish(events.body(events.transaction_completed("e2e-6", MOBILE)))
+    wait_for(lambda: settled(clean_db, 1), timeout=60)
+    stats = sandbox.stats()
+    assert len(stats["redeem_requests"]) == 1  # one distinct external_reference_number
+    assert list(stats["redeem_effects"].values()) == [1]
+    assert stats["points_taken"] == {MOBILE: "30"}
+    with unit_of_work(clean_db) as session:
+        statuses = session.scalars(
+            select(Outcome.status).where(Outcome.kind == "points_redeem").order_by(Outcome.id)
+        ).all()
+    assert statuses[-1] in ("succeeded", "unknown")
+    assert statuses.count("succeeded") <= 1
+
+
+def test_a_worker_without_credentials_refuses_to_start_with_a_clear_message(workers):
+    worker = workers.start(LOYALTY_API_USERNAME="")
+    assert worker.wait(timeout=30) != 0
+    assert "LOYALTY_API_USERNAME is not set" in workers.log_of("w1")

@@ -110,6 +110,8 @@ def settings_of(celery_app: Celery) -> Settings:
 def run_worker(
     settings: Settings, *, concurrency: int, hostname: str | None, extra: Sequence[str] = ()
 ) -> None:
+    # Refuse to start without a way to authenticate, rather than fail every task later.
+    settings.require_credentials()
     configure(settings)
     argv = [
         "worker",
