@@ -87,11 +87,22 @@ class RequestHandler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024  # headers and body go out in one send, flushed after each request
     disable_nagle_algorithm = True
     timeout = 300  # an idle keep-alive connection frees its thread after this long
-    app: SandboxApp  # set on the subclass each server makes
     _date_cache: tuple[int, str] = (0, "")
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    @property
+    def app(self) -> SandboxApp:
+        return self.server.app  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: a line per request would cost more than answering it."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Framing errors answer like everything else: JSON, a request id, then close."""
+        self.close_connection = True
+        self._write(json_reply(code, {"error": message or "bad request"}), new_request_id())
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header changes once a second; format it once a second.
@@ -105,7 +116,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         """Request line and headers, as BaseHTTPRequestHandler.parse_request, minus `email`."""
         self.command = None  # type: ignore[assignment]
-        self.request_version = self.default_request_version
+        self.request_version = "HTTP/1.1"  # HTTP/0.9 is not served; errors get a status line
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split()
@@ -169,7 +180,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             raw = None
         if raw is None:
             self.close_connection = True  # the rest of the stream cannot be framed
-            self._write(json_reply(400, {"error": "bad Content-Length or chunked body"}), request_id)
+            self._write(
+                json_reply(400, {"error": "bad Content-Length or chunked body"}), request_id
+            )
             return
         path, _, query_string = self.path.partition("?")
         query = {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}

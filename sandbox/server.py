@@ -1,135 +1,33 @@
-"""The HTTP side: a threaded stdlib server, keep-alive, one write per answer; and the CLI.
-
-Speed matters (the benchmark sends thousands of requests a second from several processes), so:
-HTTP/1.1 keep-alive with Content-Length on every answer, a buffered writer so headers and body
-leave in one send, Nagle off, no per-request logging, and no reverse DNS lookup at bind.
-"""
+"""The running server (a threaded stdlib HTTP server), how to start and stop it, and the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import socket
 import socketserver
 import sys
 import threading
-import traceback
-import uuid
-from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
-from sandbox import pipeline
 from sandbox.app import SandboxApp
 from sandbox.config import SandboxConfig
-from sandbox.endpoint import NOT_JSON, Request
-from sandbox.handlers import admin
-from sandbox.replies import Reply, json_reply
-
-MAX_BODY = 64 * 1024 * 1024
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json(raw: bytes) -> Any:
-    """JSON with exact decimals (points keep their decimal places), or NOT_JSON."""
-    if not raw.strip():
-        return NOT_JSON
-    try:
-        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return NOT_JSON
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "LoyaltySandbox/1.0"
-    sys_version = ""
-    wbufsize = 64 * 1024  # headers and body go out in one send, flushed after each request
-    disable_nagle_algorithm = True
-    timeout = 300  # an idle keep-alive connection frees its thread after this long
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a line per request would cost more than answering it."""
-
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = self.headers.get("Content-Length", "0").strip() or "0"
-        if not length.isdigit() or int(length) > MAX_BODY:
-            return None
-        return self.rfile.read(int(length)) if int(length) else b""
-
-    def _serve(self) -> None:
-        request_id = uuid.uuid4().hex
-        try:
-            raw = self._read_body()
-        except ValueError:
-            raw = None
-        if raw is None:
-            self.close_connection = True  # the framing is broken; the rest of the stream is noise
-            self._write(
-                json_reply(400, {"error": "bad Content-Length or chunked body"}), request_id
-            )
-            return
-        path, _, query_string = self.path.partition("?")
-        query = {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
-        app = self.server.app
-        try:
-            if path == "/_admin" or path.startswith("/_admin/"):
-                body = parse_json(raw) if raw.strip() else {}
-                reply = admin.handle(app, self.command, path, query, body)
-            else:
-                request = Request(self.command, path, query, self.headers, parse_json(raw))
-                reply = pipeline.answer(app, request, request_id, raw)
-        except Exception:
-            traceback.print_exc()  # a sandbox bug: say so loudly, answer 500
-            reply = json_reply(500, {"error": "sandbox internal error"})
-        self._write(reply, request_id)
-
-    def _write(self, reply: Reply, request_id: str) -> None:
-        if reply.hang_up:
-            # Write nothing; the server shuts the socket down cleanly, so the client sees
-            # "remote end closed connection without response" at once.
-            self.close_connection = True
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("X-Cap-Requestid", request_id)
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
+from sandbox.http_handler import RequestHandler
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    block_on_close = False
-    request_queue_size = 1024
+    block_on_close = False  # no list of finished threads to keep or join
+    request_queue_size = 1024  # a burst of new connections from many processes waits, not fails
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         self.app = app
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, RequestHandler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can take
@@ -199,8 +97,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def serve_forever(config: SandboxConfig, *, host: str, port: int) -> None:
     """Serve in this thread until SIGINT or SIGTERM (for the CLI)."""
     server = _Server((host, port), SandboxApp(config))
-    bound_port = server.server_address[1]
-    print(f"sandbox listening on http://{host}:{bound_port}", flush=True)
+    print(f"sandbox listening on http://{host}:{server.server_address[1]}", flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
