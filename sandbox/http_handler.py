@@ -13,10 +13,11 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Mapping
 from decimal import Decimal
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from sandbox import pipeline
@@ -118,7 +119,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.command = None  # type: ignore[assignment]
         self.request_version = "HTTP/1.1"  # HTTP/0.9 is not served; errors get a status line
         self.close_connection = True
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        raw_line: bytes = self.raw_requestline  # type: ignore[attr-defined]
+        self.requestline = str(raw_line, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split()
         if len(words) != 3:
             self.send_error(400, "Bad request line")
@@ -155,7 +157,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The body, or None when its framing is broken (the connection is then closed)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size = int(self.rfile.readline(MAX_LINE).split(b";")[0].strip() or b"0", 16)
                 total += size
@@ -191,7 +194,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 body = parse_json(raw) if raw.strip() else {}
                 reply = admin.handle(self.app, self.command, path, query, body)
             else:
-                request = Request(self.command, path, query, self.headers, parse_json(raw))
+                # The message object itself: its look-ups are case-insensitive, as HTTP's are.
+                headers = cast(Mapping[str, str], self.headers)
+                request = Request(self.command, path, query, headers, parse_json(raw))
                 reply = pipeline.answer(self.app, request, request_id, raw)
         except Exception:
             traceback.print_exc()  # a sandbox bug: say so loudly, answer 500

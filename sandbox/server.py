@@ -36,6 +36,13 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its time-out, a killed worker) leaves a broken pipe behind:
+        # that is the client's business, not a sandbox fault worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
@@ -61,7 +68,8 @@ class Sandbox:
         self._server = server
         self._thread = thread
         self.config = config
-        host, self.port = server.server_address[:2]
+        address, self.port = server.server_address[:2]
+        host = str(address)
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.url = f"http://{host}:{self.port}"
 

@@ -67,7 +67,7 @@ def _item_problem(index: int, item: Any) -> tuple[int, str] | None:
     if not is_int(item.get("redemptionId")):
         return BAD_REDEMPTION_ID, f"{where}.redemptionId is required and must be an integer"
     amount = item.get("billAmount")
-    if not (is_int(amount) or isinstance(amount, Decimal)) or amount < 0:
+    if not (is_int(amount) or isinstance(amount, Decimal)) or amount is None or amount < 0:
         return BAD_BILL_AMOUNT, f"{where}.billAmount is required and must be a number >= 0"
     bill_id = item.get("billId")
     if bill_id is not None and (not is_int(bill_id) or not 0 < bill_id < 10**19):
