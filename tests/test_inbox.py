@@ -162,3 +162,44 @@ def test_points_keep_their_exact_decimal_value(session):
         .encode(),
     )
     assert str(session.scalars(select(Redemption.points)).one()) == "0.100"
+
+
+def test_a_redemption_and_its_bill_stored_at_the_same_moment_are_always_linked(clean_db):
+    """Two intake consumers (two workers) racing on one order must not both miss each other."""
+    import threading
+
+    from models.session import unit_of_work
+
+    orders = 60
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def consumer(make_event) -> None:
+        try:
+            for number in range(orders):
+                barrier.wait(timeout=30)
+                with unit_of_work(clean_db) as session:
+                    store_message(session, events.body(make_event(number)))
+                    session.commit()
+        except BaseException as exc:  # surfaced below, in the test's own thread
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [
+        threading.Thread(
+            target=consumer, args=(lambda n: events.coupon_redeemed(f"race-{n}", n + 1),)
+        ),
+        threading.Thread(
+            target=consumer, args=(lambda n: events.transaction_completed(f"race-{n}"),)
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures
+    with unit_of_work(clean_db) as session:
+        unlinked = session.scalars(
+            select(Redemption.order_ref).where(Redemption.transaction_id.is_(None))
+        ).all()
+    assert unlinked == []

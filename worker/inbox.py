@@ -25,6 +25,7 @@ from worker.events import (
     TransactionCompleted,
     parse_event,
 )
+from worker.locks import lock_match_keys
 
 MAX_RAW_BODY = 16_384
 
@@ -103,7 +104,20 @@ def _store_rejected(
     )
 
 
+def match_keys(event: Event) -> list[str]:
+    """What this event can be matched by: its order, and the redemptions it names."""
+    keys = [f"order:{event.order_ref}"]
+    if isinstance(event, CouponRedeemed):
+        keys.append(f"coupon:{event.redemption_id}")
+    elif isinstance(event, PointsRedeemed) and event.redemption_id:
+        keys.append(f"points:{event.redemption_id}")
+    elif isinstance(event, TransactionCompleted) and event.redemptions:
+        keys.extend(f"{ref.kind}:{ref.redemption_id}" for ref in event.redemptions)
+    return keys
+
+
 def _apply(session: Session, event: Event, stored: Stored) -> None:
+    lock_match_keys(session, match_keys(event))
     if isinstance(event, CouponRedeemed | PointsRedeemed):
         transaction = _add_redemption(session, event)
         if transaction is not None:

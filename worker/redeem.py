@@ -30,7 +30,7 @@ from models.redemptions import (
 from models.session import unit_of_work
 from models.upsert import insert
 from worker.inbox import attach_redemption
-from worker.locks import CustomerBusy, lock_scope
+from worker.locks import CustomerBusy, lock_match_keys, lock_scope
 from worker.loyalty import (
     Exchange,
     LocalRejection,
@@ -186,6 +186,7 @@ def record_outcome(
 
 def store_redemption(session: Session, request: PointsRedeemRequest) -> int:
     """The new points redemption joins its order like any other, to get the bill later."""
+    lock_match_keys(session, [f"order:{request.order_ref}", f"points:{request.redemption_id}"])
     session.execute(
         insert(session, Redemption)
         .values(
