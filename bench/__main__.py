@@ -12,12 +12,14 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
+import traceback
 from typing import Any
 
 import psutil
 
 from bench import floor, infra, pipeline, ratelimit_phase, report
+
+LOG_DIR = report.RESULTS / "logs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,9 +31,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-threads", default="1,2", help="thread counts tried for the floor")
     parser.add_argument("--limit", type=int, default=6000, help="rate limit per minute, phase 2")
     parser.add_argument("--window", type=float, default=60.0, help="phase 2 window, seconds")
-    parser.add_argument("--rl-orders", type=int, default=5000, help="orders published, phase 2")
+    parser.add_argument("--rl-orders", type=int, default=4500, help="orders published, phase 2")
     parser.add_argument("--rl-workers", type=int, default=4)
     parser.add_argument("--rl-concurrency", type=int, default=1)
+    parser.add_argument(
+        "--rl-mode",
+        choices=("backlog", "paced"),
+        default="backlog",
+        help="phase 2: open the window on a stored backlog, or publish during it",
+    )
+    parser.add_argument(
+        "--rl-demand", type=float, default=1.25, help="paced mode: offered load / limit"
+    )
+    parser.add_argument(
+        "--paced-seconds", type=float, default=20.0, help="phase 1 paced run (0 = skip)"
+    )
+    parser.add_argument(
+        "--paced-share", type=float, default=0.5, help="paced rate / burst order rate"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="phase 1 wait, seconds")
     parser.add_argument(
         "--phases", default="pipeline,floor,ratelimit,audit", help="comma-separated subset"
@@ -70,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     infra.install_sigterm_as_interrupt()
-    log_dir = report.RESULTS / "logs"
     results: dict[str, Any] = {
         "environment": environment(),
         "setup": {
@@ -87,63 +103,27 @@ def main(argv: list[str] | None = None) -> int:
         "workers share them. Worker logs: bench/results/logs/",
         flush=True,
     )
-    sandbox = infra.SandboxProcess()
-    exit_code = 0
     try:
-        if "pipeline" in phases:
-            print("\n== phase 1: the pipeline ==", flush=True)
-            results["pipeline"] = pipeline.run(
-                sandbox,
-                orders=args.orders,
-                coupons_per_bill=args.coupons_per_bill,
-                workers=args.workers,
-                concurrency=args.concurrency,
-                log_dir=log_dir,
-                timeout=args.timeout,
-            )
-            p = results["pipeline"]
-            print(
-                f"  {p['items_succeeded']:,} items in {p['span_s']:.1f} s = "
-                f"{p['items_per_s']:,.0f} items/s; latency p50 {p['latency_s']['p50']:.2f} s, "
-                f"p95 {p['latency_s']['p95']:.2f} s; CPU {p['cpu']}",
-                flush=True,
-            )
-        if "floor" in phases:
-            print("\n== the floor: a bare requests loop ==", flush=True)
-            results["floor"] = floor.run(
-                sandbox,
-                orders=args.orders,
-                coupons_per_bill=args.coupons_per_bill,
-                threads=[int(n) for n in args.floor_threads.split(",")],
-            )
-            for run in results["floor"]["runs"]:
-                print(
-                    f"  {run['threads']} thread(s): {run['calls']:,} calls in "
-                    f"{run['seconds']:.1f} s = {run['calls_per_s']:,.0f} calls/s, "
-                    f"{run['items_per_s']:,.0f} items/s",
-                    flush=True,
-                )
-        if "ratelimit" in phases:
-            print("\n== phase 2: the shared rate limit ==", flush=True)
-            results["ratelimit"] = ratelimit_phase.run(
-                sandbox,
-                limit_per_minute=args.limit,
-                window_s=args.window,
-                orders=args.rl_orders,
-                coupons_per_bill=args.coupons_per_bill,
-                workers=args.rl_workers,
-                concurrency=args.rl_concurrency,
-                log_dir=log_dir,
-            )
-            r = results["ratelimit"]
-            print(
-                f"  accepted {r['accepted_in_window']:,} in {r['window_s']:.1f} s "
-                f"({r['share_of_limit']:.1%} of the limit), 429s: {r['throttled_429']}",
-                flush=True,
-            )
+        sandbox = infra.SandboxProcess()
     except KeyboardInterrupt:
-        print("\ninterrupted: cleaning up", file=sys.stderr)
-        exit_code = 130
+        return 130
+    failed: list[str] = []
+    try:
+        for name in ("pipeline", "floor", "ratelimit"):
+            if name not in phases:
+                continue
+            try:
+                results[name] = PHASES[name](sandbox, args)
+            except KeyboardInterrupt:
+                raise
+            except Exception:
+                # The phase cleaned up after itself; say what broke and carry on with the next.
+                traceback.print_exc()
+                failed.append(name)
+                results.setdefault("errors", {})[name] = traceback.format_exc(limit=3)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything started was stopped and dropped; no results written")
+        return 130
     finally:
         sandbox.stop()
     results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -151,14 +131,75 @@ def main(argv: list[str] | None = None) -> int:
     print()
     report.print_tables(results)
     path = report.write_json(results)
-    print(f"results: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    print(f"results: {path.relative_to(report.ROOT)}")
     print(f"benchmark phases took {results['elapsed_s']:.0f} s")
-    if exit_code == 0 and "audit" in phases:
+    if failed:
+        print(f"phase(s) that failed: {', '.join(failed)} (traceback above)", file=sys.stderr)
+    if "audit" in phases:
         try:
             run_audit_lookups(args.audit_rows)
         except KeyboardInterrupt:
-            exit_code = 130
-    return exit_code
+            return 130
+    return 1 if failed else 0
+
+
+def _pipeline(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== phase 1: the pipeline ==", flush=True)
+    result = pipeline.run(
+        sandbox,
+        orders=args.orders,
+        coupons_per_bill=args.coupons_per_bill,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        log_dir=LOG_DIR,
+        timeout=args.timeout,
+        paced_seconds=args.paced_seconds,
+        paced_share=args.paced_share,
+    )
+    print(f"  CPU seconds during the burst: {result['cpu']}", flush=True)
+    return result
+
+
+def _floor(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== the floor: a bare requests loop ==", flush=True)
+    result = floor.run(
+        sandbox,
+        orders=args.orders,
+        coupons_per_bill=args.coupons_per_bill,
+        threads=[int(n) for n in args.floor_threads.split(",")],
+    )
+    for run in result["runs"]:
+        print(
+            f"  {run['threads']} thread(s): {run['calls']:,} calls in {run['seconds']:.1f} s = "
+            f"{run['calls_per_s']:,.0f} calls/s, {run['items_per_s']:,.0f} items/s",
+            flush=True,
+        )
+    return result
+
+
+def _ratelimit(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== phase 2: the shared rate limit ==", flush=True)
+    result = ratelimit_phase.run(
+        sandbox,
+        limit_per_minute=args.limit,
+        window_s=args.window,
+        orders=args.rl_orders,
+        coupons_per_bill=args.coupons_per_bill,
+        workers=args.rl_workers,
+        concurrency=args.rl_concurrency,
+        log_dir=LOG_DIR,
+        mode=args.rl_mode,
+        demand=args.rl_demand,
+    )
+    print(
+        f"  accepted {result['accepted_in_window']:,} in {result['window_s']:.1f} s "
+        f"({result['share_of_limit']:.1%} of the limit), 429s: {result['throttled_429']}",
+        flush=True,
+    )
+    return result
+
+
+PHASES = {"pipeline": _pipeline, "floor": _floor, "ratelimit": _ratelimit}
 
 
 if __name__ == "__main__":

@@ -313,12 +313,21 @@ class Workers:
                 yield from (c.pid for c in psutil.Process(proc.pid).children(recursive=True))
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in self.pids():
+        return sum(self.cpu_by_role().values())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of the main processes together and of the pool processes."""
+        totals = {"main": 0.0, "pool": 0.0}
+        for proc in self.procs:
             with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                total += times.user + times.system
-        return total
+                parent = psutil.Process(proc.pid)
+                times = parent.cpu_times()
+                totals["main"] += times.user + times.system
+                for child in parent.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        times = child.cpu_times()
+                        totals["pool"] += times.user + times.system
+        return totals
 
     def alive(self) -> bool:
         return all(proc.poll() is None for proc in self.procs)
@@ -353,10 +362,35 @@ def system_cpu_seconds() -> dict[str, float]:
     return {"busy": busy, "idle": times.idle + getattr(times, "iowait", 0.0)}
 
 
+def cpu_by_program(exclude: set[int] | None = None) -> dict[str, float]:
+    """CPU seconds so far of PostgreSQL, RabbitMQ, this benchmark and everything else on the
+    host (other users of the machine included); ``exclude`` pids are left out (counted apart)."""
+    totals = {"postgres": 0.0, "rabbitmq": 0.0, "bench": 0.0, "other": 0.0}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
+        info = proc.info
+        times = info.get("cpu_times")
+        if times is None or (exclude and info["pid"] in exclude):
+            continue
+        name = info.get("name") or ""
+        if name.startswith("postgres"):
+            group = "postgres"
+        elif name.startswith(("beam", "erl", "epmd", "inet_gethost")):
+            group = "rabbitmq"
+        elif info["pid"] == me:
+            group = "bench"
+        else:
+            group = "other"
+        totals[group] += times.user + times.system
+    return totals
+
+
 def install_sigterm_as_interrupt() -> None:
-    """So that `kill <bench pid>` cleans up exactly like Ctrl-C does."""
+    """So that `kill <bench pid>` cleans up exactly like Ctrl-C does (SIGINT is restored too:
+    a shell starts background jobs with it ignored)."""
 
     def _raise(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -3,6 +3,7 @@ that remembers when each order's bill was published."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,13 +41,32 @@ class Publication:
         return self.finished - self.started
 
 
-def publish(broker_url: str, exchange: str, traffic: Scenario) -> Publication:
+def publish(
+    broker_url: str,
+    exchange: str,
+    traffic: Scenario,
+    *,
+    orders_per_s: float | None = None,
+    stop: threading.Event | None = None,
+) -> Publication:
     """Publish every event with ``publish_bodies``; the time taken just before each publish
-    is recorded for the bills (the message is handed to the broker right after)."""
+    is recorded for the bills (the message is handed to the broker right after). With
+    ``orders_per_s`` the orders are spread evenly in time (an order's events go together);
+    setting ``stop`` ends the publication between two orders."""
     publication = Publication()
 
     def bodies() -> Iterator[bytes]:
+        order_ref, index = None, -1
         for event in traffic.events:
+            if orders_per_s and event["order_ref"] != order_ref:
+                order_ref, index = event["order_ref"], index + 1
+                if publication.started:
+                    due = publication.started + index / orders_per_s
+                    pause = max(0.0, due - time.time())
+                    if stop is not None and stop.wait(pause):
+                        return
+                    if stop is None:
+                        time.sleep(pause)
             body = dumps(event)
             now = time.time()
             if not publication.started:

@@ -8,11 +8,12 @@ taken once the work flows, we count the requests the sandbox accepted and every 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from bench import infra
 from bench.load import publish, register_with_sandbox, scenario
@@ -35,11 +36,24 @@ def run(
     workers: int,
     concurrency: int,
     log_dir: Path,
+    mode: str,
+    demand: float,
 ) -> dict[str, Any]:
+    """``mode`` "backlog": publish everything, let the intake store it, then open the window on
+    the queued reconcile tasks. "paced": publish during the window at ``demand`` times the
+    order rate the limit allows (each order costs two calls), as order systems would."""
+    calls_per_order = 2
+    limit_orders_per_s = limit_per_minute / 60 / calls_per_order
+    warmup_s = 5.0
+    if mode == "paced":
+        rate = demand * limit_orders_per_s
+        orders = max(orders, round(rate * (window_s + warmup_s + 10)))
     traffic = scenario(orders, coupons_per_bill=coupons_per_bill, prefix="rl", seed=12)
     backend = infra.Backend.create("recon_bench_rl")
     engine = build_engine(backend.database_url, pool_size=1, max_overflow=1)
     pool = None
+    publisher: threading.Thread | None = None
+    stop_publishing = threading.Event()
     try:
         sandbox.reset(rate_limit_per_minute=limit_per_minute)
         register_with_sandbox(traffic, sandbox.url)
@@ -54,27 +68,51 @@ def run(
         )
         capacity = limit_per_minute * window_s / 60
         print(
-            f"  publishing {len(traffic.events):,} events ({orders:,} orders, "
-            f"{2 * orders:,} API calls; the window allows {capacity:,.0f}) to "
+            f"  {mode}: {len(traffic.events):,} events ({orders:,} orders, "
+            f"{calls_per_order * orders:,} API calls; the window allows {capacity:,.0f}) to "
             f"{workers} worker(s) x -c {concurrency} ...",
             flush=True,
         )
-        publication = publish(backend.broker_url, infra.EVENTS_EXCHANGE, traffic)
-        # Warm-up: the window opens once requests flow at the sandbox and a few seconds passed.
+        stored_before_window = None
+        if mode == "paced":
+            publisher = threading.Thread(
+                target=publish,
+                args=(backend.broker_url, infra.EVENTS_EXCHANGE, traffic),
+                kwargs={"orders_per_s": rate, "stop": stop_publishing},
+                name="publisher",
+                daemon=True,
+            )
+            publisher.start()
+        else:
+            publish(backend.broker_url, infra.EVENTS_EXCHANGE, traffic)
+            # The intake starves the reconcile tasks while it has a backlog (see README):
+            # let it store everything first, so the window measures the limiter.
+            infra.wait_until(
+                "the intake to store every event",
+                lambda: _stored(engine) >= len(traffic.events),
+                timeout=300,
+                every=1.0,
+            )
+            stored_before_window = _stored(engine)
         infra.wait_until(
             "the first API calls", lambda: sandbox.stats().get("total", 0) > 0, timeout=60
         )
-        time.sleep(3.0)
+        time.sleep(warmup_s)
         print(f"  measuring a {window_s:.0f} s window ...", flush=True)
+        cpu_before, roles_before = infra.system_cpu_seconds(), pool.cpu_by_role()
         before, opened = sandbox.stats(), time.monotonic()
         trace = []
         last = _accepted(before)
+        now = before
         while time.monotonic() - opened < window_s:
             time.sleep(min(5.0, max(0.0, window_s - (time.monotonic() - opened))))
             now = sandbox.stats()
             trace.append(_accepted(now) - last)
             last = _accepted(now)
         after, closed = now, time.monotonic()
+        cpu_after, roles_after = infra.system_cpu_seconds(), pool.cpu_by_role()
+        busy = cpu_after["busy"] - cpu_before["busy"]
+        idle = cpu_after["idle"] - cpu_before["idle"]
         seconds = closed - opened
         with engine.connect() as conn:
             done = int(
@@ -83,7 +121,9 @@ def run(
                 ).scalar()
                 or 0
             )
-        saturated = done < traffic.items and pool.alive()
+            stored = _stored(engine)
+        saturated = done < traffic.items
+        stop_publishing.set()
         alive = pool.alive()
         pool.stop()
         memory = pool.memory.report()
@@ -93,11 +133,15 @@ def run(
         allowed = limit_per_minute * seconds / 60
         per_second = final.get("per_second", {}).get(infra.USERNAME, {})
         return {
+            "mode": mode,
+            "demand_over_limit": demand if mode == "paced" else None,
             "limit_per_minute": limit_per_minute,
             "workers": workers,
             "concurrency": concurrency,
             "orders_published": orders,
-            "messages": publication.messages,
+            "messages": len(traffic.events),
+            "events_stored_before_window": stored_before_window,
+            "events_stored_at_window_end": stored,
             "window_s": round(seconds, 2),
             "accepted_in_window": accepted,
             "allowed_in_window": round(allowed, 1),
@@ -108,7 +152,12 @@ def run(
             "throttled_counter": int(final.get("throttled", 0)),
             "api_by_status": final.get("by_status", {}),
             "items_final_at_window_end": done,
-            "still_saturated_at_window_end": saturated,
+            "cpu_in_window": {
+                "machine_busy_share": round(busy / max(busy + idle, 1e-9), 3),
+                "worker_main_processes_s": round(roles_after["main"] - roles_before["main"], 1),
+                "worker_pool_processes_s": round(roles_after["pool"] - roles_before["pool"], 1),
+            },
+            "work_left_at_window_end": saturated,
             "workers_alive_at_end": alive,
             "memory": memory,
             "peak_rss_mb": max((row["peak_rss_mb"] for row in memory), default=0.0),
@@ -116,5 +165,13 @@ def run(
     finally:
         if pool is not None:
             pool.stop()
+        stop_publishing.set()
+        if publisher is not None:
+            publisher.join(timeout=10)
         engine.dispose()
         backend.close()
+
+
+def _stored(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM inbox_events")).scalar() or 0)

@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 RSS_LIMIT_MB = 150.0
 FLOOR_SHARE = 0.40
 LIMIT_SHARE = 0.95
@@ -36,31 +37,44 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             pipe["items_succeeded"] == pipe["items"] and not pipe["timed_out"],
         )
         row(
+            "redemptions never matched to their bill",
+            f"{pipe.get('unmatched', 0):,}",
+            "0",
+            pipe.get("unmatched", 0) == 0,
+        )
+        row(
             "reconciled items per second (pipeline)",
             f"{pipe['items_per_s']:,.0f}",
             "",
             None,
         )
         row("  orders per second", f"{pipe['orders_per_s']:,.0f}", "", None)
-        coupon_calls = pipe["api_by_endpoint"]
-        coupon = sum(n for name, n in coupon_calls.items() if "coupon" in name)
+        coupon, coupon_items = pipe["api_coupon_calls"], pipe["coupon_items_succeeded"]
         row(
             "API calls per coupon item",
-            f"{pipe['api_calls_per_coupon_item']:.4f} ({coupon:,} / {pipe['coupon_items']:,})",
+            f"{pipe['api_calls_per_coupon_item']:.4f} ({coupon:,} / {coupon_items:,})",
             f"= 1/{k} = {1 / k:.4f}",
-            Fraction(coupon, max(pipe["coupon_items"], 1)) == Fraction(1, k),
+            Fraction(coupon, max(coupon_items, 1)) == Fraction(1, k),
+        )
+        bills = pipe["bills_with_coupons_reconciled"]
+        row(
+            "  coupon calls per (customer, bill)",
+            f"{pipe['api_coupon_calls_per_bill']:.4f} ({coupon:,} / {bills:,})",
+            "= 1",
+            coupon == bills,
         )
         expected = Fraction(2, k + 1)  # one coupon call + one points call per k + 1 items
         row(
             "API calls per reconciled item (all kinds)",
-            f"{pipe['api_calls_per_item']:.4f} ({pipe['api_calls']:,} / {pipe['items_succeeded']:,})",
+            f"{pipe['api_calls_per_item']:.4f} "
+            f"({pipe['api_calls']:,} / {pipe['items_succeeded']:,})",
             f"= 2/{k + 1} = {float(expected):.4f}",
             Fraction(pipe["api_calls"], max(pipe["items_succeeded"], 1)) == expected,
         )
         lat = pipe["latency_s"]
-        row("latency publish -> outcome p50", f"{lat['p50']:.2f} s", "", None)
-        row("latency publish -> outcome p95", f"{lat['p95']:.2f} s", "", None)
-        paced = results.get("latency_paced")
+        row("latency publish -> outcome p50 (burst)", f"{lat['p50']:.2f} s", "", None)
+        row("latency publish -> outcome p95 (burst)", f"{lat['p95']:.2f} s", "", None)
+        paced = pipe.get("paced")
         if paced:
             row(
                 f"  paced at {paced['publish_orders_per_s']:.0f} orders/s: p50",
@@ -109,6 +123,12 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             limit["share_of_limit"] >= LIMIT_SHARE,
         )
         row(
+            f"  work still queued when the window closed ({limit['mode']})",
+            "yes" if limit["work_left_at_window_end"] else "no",
+            "yes",
+            bool(limit["work_left_at_window_end"]),
+        )
+        row(
             "429 answers in the rate-limit phase",
             str(limit["throttled_429"]),
             "0",
@@ -118,7 +138,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def print_tables(results: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=120)
     for phase in ("pipeline", "ratelimit"):
         memory = (results.get(phase) or {}).get("memory")
         if memory:
