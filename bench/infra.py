@@ -184,6 +184,8 @@ class MemorySampler:
     roots: list[int]
     every: float = 0.25
     peaks: dict[int, int] = field(default_factory=dict)
+    firsts: dict[int, int] = field(default_factory=dict)
+    lasts: dict[int, int] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -214,6 +216,8 @@ class MemorySampler:
                 except psutil.Error:
                     continue
                 self.roles.setdefault(proc.pid, role)
+                self.firsts.setdefault(proc.pid, rss)
+                self.lasts[proc.pid] = rss
                 self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), rss)
         self.samples += 1
 
@@ -225,7 +229,13 @@ class MemorySampler:
 
     def report(self) -> list[dict[str, Any]]:
         rows = [
-            {"pid": pid, "role": self.roles[pid], "peak_rss_mb": round(rss / 2**20, 1)}
+            {
+                "pid": pid,
+                "role": self.roles[pid],
+                "peak_rss_mb": round(rss / 2**20, 1),
+                "first_rss_mb": round(self.firsts[pid] / 2**20, 1),
+                "last_rss_mb": round(self.lasts[pid] / 2**20, 1),
+            }
             for pid, rss in self.peaks.items()
         ]
         return sorted(rows, key=lambda row: (row["role"], row["pid"]))
@@ -362,12 +372,16 @@ def system_cpu_seconds() -> dict[str, float]:
     return {"busy": busy, "idle": times.idle + getattr(times, "iowait", 0.0)}
 
 
-def cpu_by_program(exclude: set[int] | None = None) -> dict[str, float]:
-    """CPU seconds so far of PostgreSQL, RabbitMQ, this benchmark and everything else on the
-    host (other users of the machine included); ``exclude`` pids are left out (counted apart)."""
-    totals = {"postgres": 0.0, "rabbitmq": 0.0, "bench": 0.0, "other": 0.0}
+ProgramCpu = dict[tuple[int, float], tuple[str, float]]
+
+
+def cpu_by_program(exclude: set[int] | None = None) -> ProgramCpu:
+    """A snapshot: (pid, start time) -> (program, CPU seconds so far), for PostgreSQL, RabbitMQ,
+    this benchmark and everything else on the host (other users of the machine included);
+    ``exclude`` pids are left out (they are counted apart)."""
+    snapshot: ProgramCpu = {}
     me = os.getpid()
-    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
+    for proc in psutil.process_iter(["pid", "name", "cpu_times", "create_time"]):
         info = proc.info
         times = info.get("cpu_times")
         if times is None or (exclude and info["pid"] in exclude):
@@ -381,7 +395,19 @@ def cpu_by_program(exclude: set[int] | None = None) -> dict[str, float]:
             group = "bench"
         else:
             group = "other"
-        totals[group] += times.user + times.system
+        snapshot[(info["pid"], info.get("create_time") or 0.0)] = (
+            group,
+            times.user + times.system,
+        )
+    return snapshot
+
+
+def cpu_spent(before: ProgramCpu, after: ProgramCpu) -> dict[str, float]:
+    """CPU seconds per program between two snapshots (processes that ended in between are
+    missed; processes that started count whole)."""
+    totals = {"postgres": 0.0, "rabbitmq": 0.0, "bench": 0.0, "other": 0.0}
+    for key, (group, seconds) in after.items():
+        totals[group] += max(0.0, seconds - before.get(key, (group, 0.0))[1])
     return totals
 
 

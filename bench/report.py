@@ -88,6 +88,13 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "",
                 None,
             )
+        if paced and "api_coupon_calls_per_bill" in paced:
+            row(
+                "  coupon calls per (customer, bill), paced",
+                f"{paced['api_coupon_calls_per_bill']:.4f}",
+                "= 1",
+                paced["api_coupon_calls_per_bill"] == 1,
+            )
         row(
             "429 answers in phase 1 (no sandbox limit)",
             str(pipe["api_by_status"].get("429", 0)),
@@ -143,10 +150,15 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
         memory = (results.get(phase) or {}).get("memory")
         if memory:
             table = Table(title=f"Peak RSS per worker process ({phase})")
-            for name in ("role", "pid", "peak_rss_mb"):
+            names = ("role", "pid", "first_rss_mb", "peak_rss_mb", "last_rss_mb")
+            for name in names:
                 table.add_column(name, justify="right" if name != "role" else "left")
             for entry in memory:
-                table.add_row(entry["role"], str(entry["pid"]), f"{entry['peak_rss_mb']:.1f}")
+                table.add_row(
+                    entry["role"],
+                    str(entry["pid"]),
+                    *(f"{entry.get(name, float('nan')):.1f}" for name in names[2:]),
+                )
             console.print(table)
     table = Table(title="Benchmark figures")
     for name in ("figure", "value", "target", "verdict"):
