@@ -57,7 +57,10 @@ class GlobalRateLimiter:
 
     @property
     def interval(self) -> float:
-        return 60.0 / self.per_minute
+        # A burst of b lets b requests go at once after a pause, so the steady rate is
+        # (per_minute - b) per minute: no 60 s window can ever hold more than per_minute.
+        steady = max(self.per_minute - (self.burst - 1), 1)
+        return 60.0 / steady
 
     def try_acquire(self) -> float:
         """Take one slot if free: 0.0, else the seconds until one is."""

@@ -41,6 +41,9 @@ def build(settings: Settings, *, max_wait_seconds: float = 2.0) -> Resources:
         engine,
         key=settings.api_key,
         per_minute=settings.rate_limit_per_minute,
+        # About 0.1 s of budget as tolerance: without it, a slot nobody takes at its exact
+        # moment is lost (the benchmark used 80 % of a 6,000/min limit; with it, 99.8 %).
+        burst=max(1, settings.rate_limit_per_minute // 600),
         max_wait_seconds=max_wait_seconds,
     )
     client = LoyaltyClient.from_settings(settings, throttle=limiter.acquire)
