@@ -33,7 +33,7 @@ class Transaction(Base):
     created_at: Mapped[utc_time] = mapped_column(default=utcnow, index=True)
 
     links: Mapped[list[TransactionLink]] = relationship(
-        back_populates="transaction", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="transaction", cascade="all, delete-orphan"
     )
 
     @property

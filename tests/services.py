@@ -19,9 +19,9 @@ def _admin_conn() -> psycopg.Connection:
     return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10)
 
 
-def create_database(prefix: str = "recon_test") -> str:
-    """Create an empty database; return its SQLAlchemy URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+def create_database(prefix: str = "recon_test", *, name: str | None = None) -> str:
+    """Create an empty database (a fresh name unless given); return its SQLAlchemy URL."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
     with _admin_conn() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base = PG_ADMIN_URL.rsplit("/", 1)[0]

@@ -138,7 +138,6 @@ def test_a_pool_process_killed_mid_task_still_reconciles_the_order_once(workers,
 def test_a_database_that_is_down_keeps_messages_until_it_is_back(
     workers, clean_db, sandbox, pg_url
 ):
-    from sqlalchemy import text
 
     from models.session import build_engine
     from tests import services
@@ -151,9 +150,7 @@ def test_a_database_that_is_down_keeps_messages_until_it_is_back(
     workers.publish(events.body(events.transaction_completed("e2e-5", MOBILE)))
     wait_for(lambda: "intake.store_failed" in workers.log_of("w1"), timeout=30)
     assert worker.poll() is None  # still up
-    name = missing.rsplit("/", 1)[1]
-    with services._admin_conn() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"').text)
+    services.create_database(name=missing.rsplit("/", 1)[1])
     migrate.upgrade(missing)
     engine = build_engine(missing)
     try:

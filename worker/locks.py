@@ -50,6 +50,8 @@ class PostgresLockScope(_TryLocks):
     def __init__(self, conn: Connection, customer_wait_seconds: float) -> None:
         self._conn = conn
         self._wait_ms = int(customer_wait_seconds * 1000)
+        # Once per scope; lock_scope resets it before the connection goes back to the pool.
+        conn.execute(text(f"SET lock_timeout = {self._wait_ms}"))
 
     def _try(self, space: int, key: str) -> bool:
         return bool(
@@ -63,7 +65,6 @@ class PostgresLockScope(_TryLocks):
     def customer(self, key: str) -> Iterator[None]:
         params = {"space": _CUSTOMER, "key": key}
         try:
-            self._conn.execute(text(f"SET lock_timeout = {self._wait_ms}"))
             self._conn.execute(text("SELECT pg_advisory_lock(:space, hashtext(:key))"), params)
         except Exception as exc:
             raise CustomerBusy(f"customer {key} stayed busy for {self._wait_ms} ms") from exc
@@ -130,6 +131,7 @@ def lock_scope(engine: Engine, *, customer_wait_seconds: float = 30.0) -> Iterat
             # Closing returns the connection to the pool; session-level advisory locks would
             # survive that, so drop them all first.
             conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.execute(text("RESET lock_timeout"))
 
 
 _MATCH = 6

@@ -15,9 +15,7 @@ from models.session import engine_for, forget_engines_after_fork
 from worker.loyalty import LoyaltyClient
 from worker.ratelimit import GlobalRateLimiter
 from worker.recording import Policy
-from worker.settings import Settings, load_settings
-
-__all__ = ["Resources", "build", "engine_for", "for_settings", "load_settings"]
+from worker.settings import Settings
 
 
 @dataclass

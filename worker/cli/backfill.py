@@ -8,10 +8,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from models.session import unit_of_work
+from models.session import engine_for, unit_of_work
 from worker import backfill as backfill_logic
 from worker import resources
 from worker.cli.output import UTC_DATETIME, render
+from worker.settings import load_settings
 
 
 @click.command()
@@ -46,8 +47,8 @@ def backfill(
         include_failed=include_failed,
         chunk_size=chunk_size,
     )
-    settings = resources.load_settings()
-    engine = resources.engine_for(settings.database_url)
+    settings = load_settings()
+    engine = engine_for(settings.database_url)
     with unit_of_work(engine) as session:
         total = backfill_logic.count_candidates(session, options)
     console = Console(stderr=True)
