@@ -138,7 +138,6 @@ def test_a_pool_process_killed_mid_task_still_reconciles_the_order_once(workers,
 def test_a_database_that_is_down_keeps_messages_until_it_is_back(
     workers, clean_db, sandbox, pg_url
 ):
-
     from models.session import build_engine
     from tests import services
     from worker import migrate
