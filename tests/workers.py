@@ -15,7 +15,7 @@ import psutil
 from kombu import Connection, Queue
 
 from worker.app import DEAD_LETTERED, TASK_EXCHANGE, TASK_QUEUE
-from worker.intake import events_queue
+from worker.intake.consumer import events_queue
 from worker.publishing import publish_bodies
 from worker.settings import load_settings
 

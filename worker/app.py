@@ -93,7 +93,7 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     if embedded:
         # The in-memory transport polls; its default of once a second would pace the demo.
         app.conf.broker_transport_options = {"polling_interval": 0.01}
-    from worker.intake import IntakeConsumer
+    from worker.intake.consumer import IntakeConsumer
 
     if IntakeConsumer not in app.steps["consumer"]:
         app.steps["consumer"].add(IntakeConsumer)

@@ -9,7 +9,7 @@ from celery import Task
 
 from worker import backfill, reconcile, redeem, resources, sweep
 from worker.app import app, settings_of
-from worker.inbox import Stored
+from worker.intake.store import Stored
 
 #: Busy/throttled retries are not attempts; this only bounds a pathological loop. Past it the
 #: item stays open in the database and the sweeper or the backfill takes it again.

@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.session import engine_for, unit_of_work
 from worker.app import DEAD_LETTERED, settings_of
-from worker.events import EVENT_TYPES
-from worker.inbox import store_message
+from worker.intake.contract import EVENT_TYPES
+from worker.intake.store import store_message
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)

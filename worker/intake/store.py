@@ -16,7 +16,7 @@ from models.events import ACCEPTED, REJECTED, InboxEvent
 from models.redemptions import COUPON, POINTS, PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
 from models.upsert import insert
-from worker.events import (
+from worker.intake.contract import (
     ContractError,
     CouponRedeemed,
     Event,
