@@ -14,6 +14,7 @@ from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
+from worker import exporter
 from worker.logging import configure_logging, is_configured
 from worker.settings import Settings, SettingsError
 
@@ -113,6 +114,7 @@ def run_worker(
     # Refuse to start without a way to authenticate, rather than fail every task later.
     settings.require_credentials()
     configure(settings)
+    exporter.start_for_worker(settings)  # before the pool forks: children inherit its directory
     argv = [
         "worker",
         "--queues",
@@ -131,6 +133,7 @@ def run_worker(
 
 def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
     configure(settings)
+    exporter.start_for_beat(settings)
     app.start(["beat", "--loglevel", settings.log_level, *extra])
 
 

@@ -18,6 +18,7 @@ from kombu.message import Message
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.session import engine_for, unit_of_work
+from worker import metrics
 from worker.app import DEAD_LETTERED, settings_of
 from worker.events import EVENT_TYPES
 from worker.inbox import store_message
@@ -63,6 +64,7 @@ def handle_message(settings: Settings, message: Message) -> str:
         )
         time.sleep(DB_DOWN_PAUSE_SECONDS)
         message.requeue()
+        metrics.intake_message("requeued")
         return "requeued"
     if stored.status == "rejected":
         log.warning(
@@ -80,6 +82,7 @@ def handle_message(settings: Settings, message: Message) -> str:
         )
     enqueue(stored)
     message.ack()
+    metrics.intake_message(stored.status)
     return stored.status
 
 
@@ -111,3 +114,4 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             log.exception("intake.crashed")
             if not message.acknowledged:
                 message.reject(requeue=False)
+                metrics.intake_message("dead_lettered")
