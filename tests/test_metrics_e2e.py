@@ -4,14 +4,13 @@ RabbitMQ, PostgreSQL and the sandbox: the counters agree with the rows in the da
 from __future__ import annotations
 
 import json
-import re
 import signal
+import socket
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from models.events import InboxEvent
@@ -20,65 +19,28 @@ from models.redemptions import PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
 from tests.factories import events
-from tests.workers import wait_for
+from tests.factories.redemptions import make_redeem_request, make_redemption
+from tests.factories.transactions import make_transaction
+from tests.prometheus import by_labels, scrape, total, unbounded_labels
+from tests.workers import RECON, wait_for
 
 pytestmark = pytest.mark.e2e
 FINAL = ("succeeded", "failed", "gave_up", "unknown")
 
-# What a label may say, written down here rather than imported from the code under test.
-VOCABULARY = {
-    "kind": {"coupon", "points", "points_redeem", "vendor"},
-    "status": {"succeeded", "failed", "retrying", "gave_up", "unknown", "skipped"},
-    "endpoint": {
-        "coupon_update", "points_update", "points_redeem", "vendor_update", "oauth_token", "other",
-    },
-    "http_class": {"none", "1xx", "2xx", "3xx", "4xx", "5xx", "other"},
-    "result": {
-        "succeeded", "partial", "failed", "answered", "rejected", "transient", "ambiguous",
-        "rate_limited", "protocol_error", "unauthorized", "error", "other",
-    },
-    "fate": {"stored", "duplicate", "rejected", "dead_lettered", "requeued"},
-    "work": {"live", "redriven", "order", "redeem_request"},
-    "item": {"redemption", "redeem_request"},
-    "state": {"pending", "in_flight", "retrying", "gave_up"},
-    "le": None,  # histogram buckets: numbers
-}  # fmt: skip
-CODE = re.compile(r"^(none|other|\d{3,4})$")
 
-
-def serving_port(workers, name: str) -> int:
-    """The port the worker logged (RECON_METRICS_PORT=0 lets the OS pick a free one)."""
-    for line in workers.log_of(name).splitlines():
+def port_in(log: str) -> int:
+    """The port a process logged (RECON_METRICS_PORT=0 lets the OS pick a free one)."""
+    for line in log.splitlines():
         if '"metrics.serving"' in line:
             return int(json.loads(line)["port"])
     return 0
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-    answer.raise_for_status()
-    samples = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
+def serving_port(workers, name: str) -> int:
+    return port_in(workers.log_of(name))
 
 
-def total(samples, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
-
-
-def by_labels(samples, name: str, *keys: str) -> Counter:
-    counts: Counter = Counter()
-    for (n, ls), value in samples.items():
-        if n == name and value:
-            labels = dict(ls)
-            counts[tuple(labels[k] for k in keys)] += value
-    return counts
-
-
-def summed(*scrapes) -> dict:
+def summed(*scrapes) -> Counter:
     """Two worker instances: their counters add up (the database gauges are each a full view)."""
     out: Counter = Counter()
     for samples in scrapes:
@@ -231,19 +193,47 @@ def test_two_workers_with_pools_of_two_count_exactly_the_outcome_rows(
         assert total(samples, "recon_ratelimit_budget_per_minute") == 1000
 
     # Bounded labels: every value is from the vocabulary, and no id from the data is a label.
-    ids = ids_in_database(clean_db)
-    for (name, labels), _value in both.items():
-        if not name.startswith("recon_"):
-            continue
-        for label, value in labels:
-            assert value not in ids, (name, label, value)
-            if label == "code":
-                assert CODE.match(value), (name, value)
-            elif label == "le":
-                float(value)
-            else:
-                assert value in VOCABULARY[label], (name, label, value)
+    assert unbounded_labels(both, ids_in_database(clean_db)) == []
 
     # A worker that stops removes its directory; the other's stays while it runs.
     workers.stop()
     wait_for(lambda: not any(Path(metrics_dir).iterdir()), timeout=30)
+
+
+def test_a_metrics_port_already_taken_stops_the_worker_with_one_readable_line(workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = workers.start("w1", RECON_METRICS_PORT=str(port))
+        assert worker.wait(timeout=60) != 0
+    log = workers.log_of("w1")
+    assert f"RECON_METRICS_PORT: cannot serve /metrics on 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+
+
+def test_beat_serves_the_gauges_read_from_postgresql(workers, session, tmp_path):
+    bill = make_transaction(session)
+    make_redemption(session, transaction_id=bill.id, state="gave_up")
+    make_redeem_request(session, state="unknown")
+    session.commit()
+    log_path = tmp_path / "beat.log"
+    with log_path.open("wb") as log:
+        beat = subprocess.Popen(
+            [RECON, "beat", "--schedule", str(tmp_path / "beat-schedule")],
+            env={**workers.env, "RECON_METRICS_PORT": "0"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        port = wait_for(lambda: port_in(log_path.read_text(errors="replace")), timeout=60)
+        samples = scrape(port)
+    finally:
+        beat.send_signal(signal.SIGTERM)
+        beat.wait(timeout=30)
+    assert total(samples, "recon_db_gauges_up") == 1
+    assert total(samples, "recon_open_items", item="redemption", state="gave_up") == 1
+    assert total(samples, "recon_open_items", item="redemption", state="pending") == 0
+    assert total(samples, "recon_unknown_redeems") == 1
+    assert total(samples, "recon_oldest_open_item_age_seconds", item="redemption") >= 0
+    assert total(samples, "recon_outcomes_total") == 0  # beat sends nothing to the platform
