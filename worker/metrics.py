@@ -14,7 +14,6 @@ demo, unit tests) the same calls count in this process's memory.
 from __future__ import annotations
 
 import threading
-from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -242,13 +241,17 @@ class _Metrics:
         )
 
 
-_build_lock = threading.Lock()
+_lock = threading.Lock()
+_instance: _Metrics | None = None
 
 
-@cache
 def _metrics() -> _Metrics:
-    with _build_lock:
-        return _Metrics()
+    global _instance
+    if _instance is None:
+        with _lock:  # two threads registering the same metric twice would raise
+            if _instance is None:
+                _instance = _Metrics()
+    return _instance
 
 
 def local_registry() -> CollectorRegistry:
@@ -259,14 +262,22 @@ def local_registry() -> CollectorRegistry:
 # --- counting outcomes on commit ----------------------------------------------------------------
 
 
-@cache
+_listening = False
+
+
 def _listen_to_sessions() -> None:
+    global _listening
+    if _listening:
+        return
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
-    event.listen(Session, "after_commit", _count_committed)
-    # Runs after after_commit; a transaction that ends any other way rolled back.
-    event.listen(Session, "after_transaction_end", _forget_unfinished)
+    with _lock:
+        if not _listening:  # listening twice would count every outcome twice
+            event.listen(Session, "after_commit", _count_committed)
+            # Runs after after_commit; a transaction that ends any other way rolled back.
+            event.listen(Session, "after_transaction_end", _forget_unfinished)
+            _listening = True
 
 
 def _count_committed(session: Session) -> None:
