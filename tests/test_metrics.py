@@ -256,3 +256,17 @@ def test_directories_of_dead_workers_are_removed_and_live_ones_kept(tmp_path):
     )
     assert fresh.name.startswith(f"recon-metrics-{os.getpid()}-")
     assert list(fresh.iterdir()) == []
+
+
+def test_files_of_dead_processes_are_marked_dead_and_their_counters_kept(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    names = [
+        f"counter_{gone.pid}.db",
+        f"gauge_livesum_{gone.pid}.db",
+        f"gauge_livesum_{os.getpid()}.db",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert exporter.mark_dead_processes(tmp_path) == [gone.pid]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[2]])

@@ -169,7 +169,7 @@ def test_two_workers_with_pools_of_two_count_exactly_the_outcome_rows(
     calls = total(both, "recon_platform_calls_total")
     assert calls == stats["total"]
     assert total(both, "recon_platform_call_seconds_count") == calls
-    assert total(both, "recon_ratelimit_slots_total", work="live") == calls
+    assert total(both, "recon_ratelimit_slots_total") == calls
     assert total(both, "recon_platform_throttled_total", endpoint="coupon_update") == 1
     assert total(both, "recon_platform_customer_busy_total", endpoint="points_update") == 1
     assert total(both, "recon_platform_calls_total", http_class="4xx", result="rate_limited") == 1

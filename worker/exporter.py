@@ -134,6 +134,42 @@ def _mark_child_dead(**_: Any) -> None:
     multiprocess.mark_process_dead(os.getpid())
 
 
+_FILE_PID = re.compile(r"_(\d+)\.db$")
+
+
+def mark_dead_processes(directory: Path) -> list[int]:
+    """``mark_process_dead`` for every process with files here that is gone, including pool
+    children killed without a chance to say so (SIGKILL, out of memory)."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for path in directory.glob("*.db"):
+        match = _FILE_PID.search(path.name)
+        if match is not None:
+            pids.add(int(match.group(1)))
+    dead = sorted(pid for pid in pids if not _alive(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(directory))
+    return dead
+
+
+class _PoolCollector:
+    """The multiprocess collector, after tidying up behind dead processes."""
+
+    def __init__(self, directory: Path) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self._directory = directory
+        self._collector = MultiProcessCollector(None, path=str(directory))
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        mark_dead_processes(self._directory)
+        return self._collector.collect()
+
+
 # --- serving -------------------------------------------------------------------------------------
 
 
@@ -149,10 +185,9 @@ def start_for_worker(settings: Settings) -> Any | None:
     signals.worker_process_shutdown.connect(_mark_child_dead, weak=False)
 
     from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    registry.register(_PoolCollector(directory))
     registry.register(DatabaseGauges(settings))
     return _serve(settings, registry, role="worker", directory=directory)
 
