@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PROMTOOL := $(VENV)/bin/promtool
 
 .PHONY: install demo test lint format bench services clean
 
@@ -18,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/recon demo
 
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
-test: $(STAMP) services
+test: $(STAMP) services $(PROMTOOL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -34,6 +35,10 @@ format: $(STAMP)
 
 services:
 	bash scripts/ensure-services
+
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/test_alert_rules.py).
+$(PROMTOOL): | $(STAMP)
+	bash scripts/install-promtool $(PROMTOOL)
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench

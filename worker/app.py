@@ -13,6 +13,7 @@ import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
 
+from worker import exporter
 from worker.logging import configure_logging, is_configured
 from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, declare_topology, task_queue
 from worker.settings import Settings, SettingsError
@@ -122,6 +123,7 @@ def run_worker(
     # Refuse to start without a way to authenticate, rather than fail every task later.
     settings.require_credentials()
     configure(settings)
+    exporter.start_for_worker(settings)  # before the pool forks: children inherit its directory
     argv = [
         "worker",
         "--queues",
@@ -140,6 +142,7 @@ def run_worker(
 
 def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
     configure(settings)
+    exporter.start_for_beat(settings)
     app.start(["beat", "--loglevel", settings.log_level, *extra])
 
 

@@ -46,6 +46,10 @@ class _EnvModel(BaseModel):
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
     rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+    metrics_port: int | None = Field(None, alias="RECON_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
+    metrics_dir: str = Field("", alias="RECON_METRICS_DIR")
+    unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
 
 
 #: variable name -> one-line description, in README order.
@@ -69,6 +73,10 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
     "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
+    "RECON_METRICS_PORT": "port of /metrics for this recon worker or beat (unset: not served)",
+    "RECON_METRICS_HOST": "address /metrics binds to",
+    "RECON_METRICS_DIR": "where each worker makes its fresh multiprocess metrics directory",
+    "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -98,6 +106,10 @@ class Settings:
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
     http_timeout_seconds: float
+    metrics_port: int | None
+    metrics_host: str
+    metrics_dir: str
+    unmatched_after_seconds: int
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

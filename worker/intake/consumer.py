@@ -25,6 +25,7 @@ from kombu.message import Message
 from sqlalchemy import Engine, text
 
 from models.session import database_unavailable, engine_for, unit_of_work
+from worker import metrics
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
 from worker.queues import (
@@ -149,10 +150,12 @@ def handle_message(
             dead_letter(message, raw, reason)
             log.error("intake.dead_lettered", reason=reason, routing_key=routing_key)
             message.ack()
+            metrics.intake_message(DEAD_LETTERED)
             return DEAD_LETTERED
     _log_fate(stored, routing_key, len(raw))
     enqueue(stored)
     message.ack()
+    metrics.intake_message(stored.status)
     return stored.status
 
 
@@ -237,11 +240,9 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         ]
 
     def _on_message(self, message: Message) -> None:
-        if self._paused:
+        if self._paused or self._handle(message) == UNAVAILABLE:
             self._held.append(message)
-            return
-        if self._handle(message) == UNAVAILABLE:
-            self._held.append(message)
+            metrics.intake_message("held")
             self._pause()
 
     def _handle(self, message: Message) -> str:
@@ -259,6 +260,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             if not message.acknowledged:
                 try:
                     message.requeue()
+                    metrics.intake_message("requeued")
                 except Exception:
                     log.exception("intake.requeue_failed")
             return "requeued"
