@@ -25,28 +25,28 @@ from worker.queues import DEAD_QUEUE, task_queue
 RECON = str(Path(sys.executable).parent / "recon")
 
 
-def _queues(vhost: str) -> dict[str, tuple[str, str]]:
-    """name -> (durable, arguments), as RabbitMQ itself reports them."""
+def _rabbitmq_rows(vhost: str, what: str, *columns: str) -> list[list[str]]:
+    """``rabbitmqctl list_<what>``: RabbitMQ's own word on what exists and how."""
     listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "durable", "arguments"],
+        ["rabbitmqctl", "-q", f"list_{what}", "-p", vhost, *columns],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
     rows = [line.split("\t") for line in listing.splitlines() if "\t" in line]
-    return {row[0]: (row[1], row[2]) for row in rows if row[0] != "name"}
+    return [row for row in rows if row[0] != "name"]
+
+
+def _queues(vhost: str) -> dict[str, tuple[str, str]]:
+    """name -> (durable, arguments)."""
+    rows = _rabbitmq_rows(vhost, "queues", "name", "durable", "arguments")
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 def _exchanges(vhost: str) -> dict[str, str]:
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_exchanges", "-p", vhost, "name", "type", "durable"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    rows = [line.split("\t") for line in listing.splitlines() if "\t" in line]
+    """name -> "type durable"."""
+    rows = _rabbitmq_rows(vhost, "exchanges", "name", "type", "durable")
     return {row[0]: f"{row[1]} {row[2]}" for row in rows}
 
 
