@@ -45,6 +45,7 @@ class _EnvModel(BaseModel):
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
     rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+    web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
 
 
 #: variable name -> one-line description, in README order.
@@ -67,6 +68,7 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
     "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
+    "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -95,6 +97,7 @@ class Settings:
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
     http_timeout_seconds: float
+    web_token: SecretStr
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -126,7 +129,7 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in _EnvModel.model_fields}
         values.update(changes)
-        for name in ("loyalty_api_password", "loyalty_client_secret"):
+        for name in ("loyalty_api_password", "loyalty_client_secret", "web_token"):
             if isinstance(values[name], str):
                 values[name] = SecretStr(values[name])
         return Settings(**values)

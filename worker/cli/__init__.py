@@ -32,9 +32,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from worker.cli import audit, backfill, demo, publish, resolve, service, vendor
+    from worker.cli import audit, backfill, dead, demo, publish, resolve, service, vendor, web
 
-    for module in (service, publish, demo, backfill, audit, resolve, vendor):
+    for module in (service, publish, demo, backfill, audit, resolve, vendor, web, dead):
         module.register(cli)
 
 
