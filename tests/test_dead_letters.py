@@ -135,7 +135,9 @@ def test_a_dead_lettered_event_is_listed_replayed_once_stored_once_and_reconcile
     result = recon(workers, "replay", again["id"], "--reason", "twice on purpose")
     assert result.returncode == 0, result.stderr
     workers.start("w2")
-    wait_for(lambda: "intake.stored" in workers.log_of("w2") and "duplicate" in workers.log_of("w2"))
+    wait_for(
+        lambda: "intake.stored" in workers.log_of("w2") and "duplicate" in workers.log_of("w2")
+    )
     assert len(inbox_rows(clean_db)) == 2
     assert sandbox.coupon(5101)["update_count"] == 1
 
