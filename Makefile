@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench services clean
+.PHONY: install demo test lint format bench services browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/recon demo
 
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -34,6 +34,13 @@ format: $(STAMP)
 
 services:
 	bash scripts/ensure-services
+
+# The browser test drives Debian's Chromium through Playwright (a browser download is not
+# possible); installed here when it is missing, which needs root.
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| { echo "chromium is missing: run 'apt-get install -y chromium' as root" >&2; exit 1; }
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench

@@ -189,7 +189,8 @@ def test_intake_headers_name_the_way_back_and_an_unroutable_copy_stays_dead(
     ]
     result = recon(workers, "replay", "--all", "--reason", "retry")
     assert result.returncode == 1
-    assert "NOT replayed" in result.stderr and "not routable" in result.stderr
+    assert "NOT replayed" in result.stderr
+    assert "not routable" in result.stderr
     assert [r["routing_key"] for r in listed(workers)] == ["nothing.routes.this"]
     with Connection(workers.settings.broker_url) as conn:
         waiting = events_queue(workers.settings)(conn.default_channel).get(no_ack=True)
@@ -213,7 +214,8 @@ def test_show_masks_credentials_and_purge_asks_first(workers, dead_queue, clean_
     [row] = listed(workers)
     shown = recon(workers, "show", row["id"])
     assert shown.returncode == 0, shown.stderr
-    assert "contract" in shown.stdout and "coupon.redeemed" in shown.stdout
+    assert "contract" in shown.stdout
+    assert "coupon.redeemed" in shown.stdout
     for secret in ("hunter2-secret", "abcdef123456"):
         assert secret not in shown.stdout + shown.stderr + json.dumps(row)
 

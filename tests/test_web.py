@@ -17,8 +17,8 @@ from tests.factories.outcomes import make_outcome
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
 from worker import migrate
-from worker.cli import cli
 from worker.cli import audit as audit_cli
+from worker.cli import cli
 from worker.settings import load_settings
 from worker.web import create_app
 
@@ -94,14 +94,17 @@ def test_a_bill_search_shows_every_attempt_the_amounts_and_the_links(page, sessi
     codes = re.findall(r'<td class="code num">(\d*)</td>', bill)
     assert sorted(codes) == ["510", "761", "761", "762"]
     assert "Invalid Redemption ids present" in bill
-    assert "req-aaa" in bill and "99.9000" in bill and "4242" in bill
+    assert "req-aaa" in bill
+    assert "99.9000" in bill
+    assert "4242" in bill
     assert 'href="/order?ref=WEB-1"' in bill
     assert 'href="/redemption?id=13"' in bill
     order = text_of(page.get("/order?ref=WEB-1", headers=HTML))
     assert 'href="/bill?number=B-WEB-1"' in order
     assert order.count('class="outcome"') == 4
     redemption = text_of(page.get("/redemption?id=13", headers=HTML))
-    assert "attached to bill" in redemption and "B-WEB-1" in redemption
+    assert "attached to bill" in redemption
+    assert "B-WEB-1" in redemption
     assert 'href="/customer?value=919811112222"' in order
     customer = text_of(page.get("/customer?value=919811112222", headers=HTML))
     assert customer.count('class="outcome"') == 4
@@ -129,9 +132,11 @@ def test_pages_escape_what_they_show(page, session):
     session.commit()
     body = text_of(page.get("/failures", headers=HTML))
     assert "&lt;script&gt;alert(" in body
-    assert "<script>" not in body and "<b>ORD</b>" not in body
+    assert "<script>" not in body
+    assert "<b>ORD</b>" not in body
     searched = text_of(page.get("/search?q=%3Cimg%20src%3Dx%3E", headers=HTML))
-    assert "&lt;img src=x&gt;" in searched and "<img" not in searched
+    assert "&lt;img src=x&gt;" in searched
+    assert "<img" not in searched
 
 
 def test_every_query_is_bounded_and_bad_input_is_one_readable_line(page, session):
@@ -187,10 +192,13 @@ def test_ops_lists_show_unknown_unmatched_and_rejected(page, session):
     session.commit()
     assert "ORD-UNK" in text_of(page.get("/unknown", headers=HTML))
     unmatched = text_of(page.get("/unmatched", headers=HTML))
-    assert "ORD-ALONE" in unmatched and "redemption_without_bill" in unmatched
+    assert "ORD-ALONE" in unmatched
+    assert "redemption_without_bill" in unmatched
     rejected = text_of(page.get("/rejected", headers=HTML))
     assert "body is not JSON" in rejected
-    assert "\\x07" in rejected and "\x07" not in rejected and "\x1b" not in rejected
+    assert "\\x07" in rejected
+    assert "\x07" not in rejected
+    assert "\x1b" not in rejected
     assert "&lt;b&gt;x&lt;/b&gt;" in rejected
 
 
@@ -221,7 +229,8 @@ def test_recon_audit_rejected_lists_reason_routing_key_size_and_a_safe_excerpt(
     assert row["routing_key"] == "coupon.redeemed"
     assert row["reason"] == "field 'order_ref': missing"
     assert row["size"] == len('{"event_id": "evt-bad", "password": "pw-should-hide"}')
-    assert "evt-bad" in row["excerpt"] and "pw-should-hide" not in row["excerpt"]
+    assert "evt-bad" in row["excerpt"]
+    assert "pw-should-hide" not in row["excerpt"]
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=4)).date().isoformat()
     wider = CliRunner().invoke(cli, ["audit", "rejected", "--since", since, "--format", "csv"])
     assert wider.exit_code == 0
@@ -232,15 +241,18 @@ def test_the_token_guards_every_page_and_never_shows_up(pg_url, clean_db):
     guarded = app_for(pg_url, token="tok-3f9a1c")
     assert guarded.get("/").status_code == 401
     to_login = guarded.get("/failures", headers=HTML)
-    assert to_login.status_code == 302 and "/login" in to_login.headers["Location"]
+    assert to_login.status_code == 302
+    assert "/login" in to_login.headers["Location"]
     assert guarded.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/", headers={"Authorization": "Bearer tok-3f9a1c"}).status_code == 200
     wrong = guarded.post("/login", data={"token": "nope", "next": "/failures"})
     assert wrong.status_code == 401
     right = guarded.post("/login", data={"token": "tok-3f9a1c", "next": "https://evil.example/"})
-    assert right.status_code == 302 and right.headers["Location"] == "/"
+    assert right.status_code == 302
+    assert right.headers["Location"] == "/"
     cookie = right.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "tok-3f9a1c" not in cookie
+    assert "HttpOnly" in cookie
+    assert "tok-3f9a1c" not in cookie
     for path in PAGES:
         answer = guarded.get(path, headers=HTML)
         assert answer.status_code == 200, path

@@ -44,7 +44,6 @@ def web(host: str, port: int, threads: int) -> None:
         server = make_server(host, port, app, threaded=True)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    server.daemon_threads = True
     # The port actually bound (``--port 0`` picks a free one): tests and scripts read this line.
     click.echo(f"recon web: serving http://{host}:{server.server_port}/", err=True)
     try:

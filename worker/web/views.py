@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Flask, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from worker import audit
@@ -136,18 +136,22 @@ def _cursor(at: dt.datetime, row_id: int) -> str:
     return f"{at.astimezone(dt.UTC).isoformat()}_{row_id}"
 
 
-def _next_link(rows: list[Any], size: int, at: str = "at") -> str | None:
+def _next_link(
+    rows: list[Any], size: int, window: tuple[dt.datetime, dt.datetime], at: str = "at"
+) -> str | None:
+    """The next page's link; the window is pinned so that "today" does not move under it."""
     if len(rows) < size:
         return None
     last = rows[-1]
     when = last[at] if isinstance(last, dict) else getattr(last, at)
     row_id = last["id"] if isinstance(last, dict) else last.id
-    args = {**request.args.to_dict(), "before": _cursor(when, row_id)}
+    args: dict[str, Any] = {
+        **request.args.to_dict(),
+        "since": window[0].isoformat(),
+        "until": window[1].isoformat(),
+        "before": _cursor(when, row_id),
+    }
     return url_for(request.endpoint or "home", **args)
-
-
-def _window_args(since: dt.datetime, until: dt.datetime) -> dict[str, str]:
-    return {"since": since.isoformat(), "until": until.isoformat()}
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -241,7 +245,7 @@ def customer() -> str:
         outcomes=outcomes,
         since=since,
         until=until,
-        next_link=_next_link(outcomes, size),
+        next_link=_next_link(outcomes, size, (since, until)),
     )
 
 
@@ -254,7 +258,7 @@ def failures() -> str:
         outcomes=outcomes,
         since=since,
         until=until,
-        next_link=_next_link(outcomes, size),
+        next_link=_next_link(outcomes, size, (since, until)),
     )
 
 
@@ -299,7 +303,7 @@ def rejected() -> str:
         rows=rows,
         since=since,
         until=until,
-        next_link=_next_link(rows, size, at="received_at"),
+        next_link=_next_link(rows, size, (since, until), at="received_at"),
     )
 
 
@@ -342,7 +346,7 @@ def login() -> Any:
     return response
 
 
-def logout() -> Response:
+def logout() -> Any:
     response = redirect(url_for("login"))
     response.delete_cookie(auth.COOKIE)
     return response
