@@ -1,6 +1,7 @@
 """SQLAlchemy models of the reconciler. Importing this package registers every table."""
 
 from models.base import Base
+from models.deliveries import TaskDelivery
 from models.events import InboxEvent
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
@@ -17,6 +18,7 @@ __all__ = [
     "PointsRedeemRequest",
     "RateLimitState",
     "Redemption",
+    "TaskDelivery",
     "Transaction",
     "TransactionLink",
     "VendorConfigState",

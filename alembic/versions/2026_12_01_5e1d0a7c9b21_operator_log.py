@@ -1,7 +1,7 @@
 """Operator log (append-only) and an index for the rejected intake messages
 
 Revision ID: 5e1d0a7c9b21
-Revises: d122c071de08
+Revises: a7c3e9f14b20
 Create Date: 2026-12-01 09:40:00
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import models.base
 
 revision: str = "5e1d0a7c9b21"
-down_revision: str | None = "d122c071de08"
+down_revision: str | None = "a7c3e9f14b20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
