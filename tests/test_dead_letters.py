@@ -15,8 +15,8 @@ from models.outcomes import Outcome
 from models.session import unit_of_work
 from tests.factories import events
 from tests.workers import RECON, wait_for
-from worker.app import DEAD_QUEUE
-from worker.intake import events_queue
+from worker.intake.consumer import events_queue_for
+from worker.queues import DEAD_QUEUE
 
 pytestmark = pytest.mark.e2e
 MOBILE = "919700000077"
@@ -53,7 +53,7 @@ def dead_queue(workers):
 def reject_everything_on_the_events_queue(workers, expected: int) -> None:
     """A consumer that gives up on each message: the broker dead-letters it to recon.dlx."""
     with Connection(workers.settings.broker_url) as conn:
-        queue = events_queue(workers.settings)(conn.default_channel)
+        queue = events_queue_for(workers.settings)(conn.default_channel)
         rejected = 0
 
         def take() -> bool:
@@ -193,7 +193,7 @@ def test_intake_headers_name_the_way_back_and_an_unroutable_copy_stays_dead(
     assert "not routable" in result.stderr
     assert [r["routing_key"] for r in listed(workers)] == ["nothing.routes.this"]
     with Connection(workers.settings.broker_url) as conn:
-        waiting = events_queue(workers.settings)(conn.default_channel).get(no_ack=True)
+        waiting = events_queue_for(workers.settings)(conn.default_channel).get(no_ack=True)
     assert json.loads(waiting.body)["event_id"] == event["event_id"]
     assert [a.action for a in operator_log(clean_db)] == ["dead.replay"]
 

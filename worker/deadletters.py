@@ -28,8 +28,13 @@ from amqp.exceptions import NotFound
 from kombu import Connection, Producer, Queue
 from kombu.message import Message
 
-from worker.app import DEAD_QUEUE
 from worker.loyalty.redact import excerpt, redact
+from worker.queues import (
+    DEAD_QUEUE,
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    REASON_HEADER,
+)
 
 #: The dead-letter queues the product declares (one today; `recon dead` walks them all).
 DEAD_QUEUES: tuple[Queue, ...] = (DEAD_QUEUE,)
@@ -118,10 +123,10 @@ def describe(message: Message, queue: str) -> DeadMessage:
     properties.pop("application_headers", None)
     deaths = headers.get("x-death") or []
     latest = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
-    if f"{RECON_PREFIX}reason" in headers:
-        reason = _text(headers.get(f"{RECON_PREFIX}reason"))
-        exchange = _text(headers.get(f"{RECON_PREFIX}original-exchange"))
-        routing_key = _text(headers.get(f"{RECON_PREFIX}original-routing-key"))
+    if REASON_HEADER in headers:
+        reason = _text(headers.get(REASON_HEADER))
+        exchange = _text(headers.get(ORIGINAL_EXCHANGE_HEADER))
+        routing_key = _text(headers.get(ORIGINAL_ROUTING_KEY_HEADER))
         source_queue = _text(headers.get(f"{RECON_PREFIX}original-queue"))
         count = int(latest.get("count", 1)) if latest else 1
         dead_at = _when(headers.get(f"{RECON_PREFIX}dead-at")) or _when(latest.get("time"))

@@ -1,4 +1,4 @@
-"""Operator log (append-only) and an index for the rejected intake messages
+"""Operator log (append-only)
 
 Revision ID: 5e1d0a7c9b21
 Revises: a7c3e9f14b20
@@ -53,13 +53,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_operator_log")),
     )
     op.create_index(op.f("ix_operator_log_at"), "operator_log", ["at"], unique=False)
-    # The web page and `recon audit rejected` list rejected messages newest first in a window.
-    op.create_index(
-        "ix_inbox_events_status_received_at",
-        "inbox_events",
-        ["status", "received_at"],
-        unique=False,
-    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(APPEND_ONLY)
 
@@ -68,6 +61,5 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS operator_log_append_only ON operator_log")
         op.execute("DROP FUNCTION IF EXISTS operator_log_append_only()")
-    op.drop_index("ix_inbox_events_status_received_at", table_name="inbox_events")
     op.drop_index(op.f("ix_operator_log_at"), table_name="operator_log")
     op.drop_table("operator_log")

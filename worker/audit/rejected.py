@@ -35,7 +35,8 @@ def rejected_messages(
         InboxEvent.event_id,
         InboxEvent.routing_key,
         InboxEvent.reason,
-        func.length(InboxEvent.raw_body).label("size"),
+        # Bytes as they arrived; rows stored before body_size existed give their excerpt's length.
+        func.coalesce(InboxEvent.body_size, func.length(InboxEvent.raw_body)).label("size"),
         func.substr(InboxEvent.raw_body, 1, EXCERPT_CHARS * 2).label("head"),
     ).where(InboxEvent.status == REJECTED)
     if since is not None:
