@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Keeps recon-demo.sqlite3 so that `recon web --demo` can show what the demo did.
 demo: $(STAMP)
-	$(BIN)/recon demo
+	$(BIN)/recon demo --keep
 
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
 test: $(STAMP) services browser

@@ -113,15 +113,17 @@ def test_a_bill_search_shows_every_attempt_the_amounts_and_the_links(page, sessi
 def test_summary_counts_the_window_in_a_table_and_an_svg_chart(page, session):
     now = dt.datetime.now(dt.UTC)
     seed_order(session, now)
-    make_outcome(session, at=now - dt.timedelta(days=3), code=761)  # outside today
+    make_outcome(session, at=now - dt.timedelta(hours=30), code=761)  # before today
     session.commit()
     summary = text_of(page.get("/", headers=HTML))
     assert '<svg class="chart"' in summary
     assert re.search(r'class="num total">4<', summary)
     assert "coupon · failed · 510" in summary
-    since = (now - dt.timedelta(days=4)).date().isoformat()
-    wider = text_of(page.get(f"/summary?since={since}", headers=HTML))
+    since = (now - dt.timedelta(hours=36)).isoformat()
+    wider = text_of(page.get("/summary", query_string={"since": since}, headers=HTML))
     assert re.search(r'class="num total">5<', wider)
+    too_wide = page.get("/summary?since=2026-01-01&until=2026-01-09", headers=HTML)
+    assert too_wide.status_code == 400
 
 
 def test_pages_escape_what_they_show(page, session):

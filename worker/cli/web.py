@@ -13,8 +13,11 @@ DEFAULT_PORT = 8790
     help="Address to bind. Anything but loopback should sit behind RECON_WEB_TOKEN and TLS.",
 )  # fmt: skip
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
-def web(host: str, port: int, threads: int) -> None:
+@click.option(
+    "--demo", is_flag=True,
+    help="Show the database `make demo` left in this folder (recon-demo.sqlite3).",
+)  # fmt: skip
+def web(host: str, port: int, demo: bool) -> None:
     """Serve the audit page: search, timelines, summary, and the lists ops work from.
 
     Reads the database of RECON_DATABASE_URL (PostgreSQL, or the demo's SQLite file) and
@@ -24,6 +27,7 @@ def web(host: str, port: int, threads: int) -> None:
     \b
     Examples:
       recon web
+      recon web --demo                 (after `make demo`, in the same folder)
       RECON_WEB_TOKEN=s3cret recon web --host 0.0.0.0 --port 8080
     """
     from werkzeug.serving import make_server
@@ -32,6 +36,14 @@ def web(host: str, port: int, threads: int) -> None:
     from worker.web import create_app
 
     settings = load_settings()
+    if demo:
+        from worker.demo import DEMO_DB
+
+        if not DEMO_DB.exists():
+            raise click.ClickException(
+                f"no demo database {DEMO_DB} here: run `make demo` (or `recon demo --keep`) first"
+            )
+        settings = settings.replace(database_url=f"sqlite:///{DEMO_DB}")
     token = settings.web_token.get_secret_value() or None
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         click.echo(
