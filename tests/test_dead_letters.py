@@ -22,10 +22,12 @@ pytestmark = pytest.mark.e2e
 MOBILE = "919700000077"
 
 
-def recon(workers, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def recon(
+    workers, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [RECON, "dead", *args],
-        env=workers.env,
+        env={**workers.env, **env},
         capture_output=True,
         text=True,
         input=stdin,
@@ -244,3 +246,25 @@ def test_replay_names_what_it_could_not_find_and_wants_a_reason(workers, dead_qu
     assert no_reason.returncode == 2
     assert "--reason" in no_reason.stderr
     assert "Traceback" not in missing.stderr + no_reason.stderr
+
+
+def test_a_replay_that_cannot_record_leaves_the_message_dead(workers, dead_queue, pg_url):
+    publish_dead(
+        workers,
+        events.body(events.coupon_redeemed("dl-3", 5301, MOBILE)),
+        {
+            "x-recon-reason": "bug",
+            "x-recon-original-exchange": workers.settings.events_exchange,
+            "x-recon-original-routing-key": "coupon.redeemed",
+        },
+    )
+    wait_for(lambda: dead_count(workers) == 1)
+    nowhere = pg_url.rsplit("/", 1)[0] + "/recon_no_such_database"
+    result = recon(workers, "replay", "--all", "--reason", "x", RECON_DATABASE_URL=nowhere)
+    assert result.returncode == 1
+    assert "cannot write the operator log" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert dead_count(workers) == 1  # not acked: still there for a replay that can record it
+    with Connection(workers.settings.broker_url) as conn:
+        copy = events_queue_for(workers.settings)(conn.default_channel).get(no_ack=True)
+    assert copy is None  # and no copy went out either

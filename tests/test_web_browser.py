@@ -55,7 +55,9 @@ def served(workers, tmp_path):
         line = wait_for(
             lambda: re.search(r"serving (http://\S+)", log_path.read_text()), timeout=60
         )
-        yield line.group(1).rstrip("/")
+        url = line.group(1).rstrip("/")
+        assert url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=15)

@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 from kombu import Connection
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.operator_log import DEAD_PURGE, DEAD_REPLAY
@@ -66,6 +69,23 @@ def _recorder(
         session.commit()
 
     return record
+
+
+@contextmanager
+def _operator_log() -> Iterator[Session]:
+    """The database session the operator log is written in; a database problem is one line."""
+    url = load_settings().database_url
+    try:
+        with unit_of_work(engine_for(url)) as session:
+            # Checked before any message moves, so a database that is down moves none.
+            session.execute(select(1))
+            yield session
+    except SQLAlchemyError as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        raise click.ClickException(
+            f"cannot write the operator log at {where} ({type(exc).__name__}); the messages "
+            "not yet recorded stay dead-lettered"
+        ) from None
 
 
 def _require_reason(reason: str) -> str:
@@ -155,8 +175,7 @@ def replay(
     if bool(message_ids) == everything:
         raise click.UsageError("name the messages to replay, or --all (not both)")
     reason = _require_reason(reason)
-    settings = load_settings()
-    with unit_of_work(engine_for(settings.database_url)) as session, _broker() as connection:
+    with _operator_log() as session, _broker() as connection:
         record = _recorder(session, action=DEAD_REPLAY, operator=who(operator), reason=reason)
         done, failed = deadletters.replay(
             connection, ids=None if everything else set(message_ids), record=record
@@ -183,7 +202,6 @@ def replay(
 def purge(older_than: dt.timedelta | None, yes: bool, reason: str, operator: str | None) -> None:
     """Delete dead messages for good (each one is recorded in the operator log)."""
     reason = _require_reason(reason)
-    settings = load_settings()
     with _broker() as connection:
         waiting = deadletters.waiting(connection)
     if waiting == 0:
@@ -195,7 +213,7 @@ def purge(older_than: dt.timedelta | None, yes: bool, reason: str, operator: str
             f"Delete dead messages ({scope}; {waiting} waiting)? This cannot be undone",
             abort=True,
         )
-    with unit_of_work(engine_for(settings.database_url)) as session, _broker() as connection:
+    with _operator_log() as session, _broker() as connection:
         record = _recorder(session, action=DEAD_PURGE, operator=who(operator), reason=reason)
         dropped = deadletters.purge(connection, older_than=older_than, record=record)
     click.echo(f"purged {len(dropped)} of {waiting} dead messages")
