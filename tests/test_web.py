@@ -25,7 +25,7 @@ from worker.web import create_app
 HTML = {"Accept": "text/html"}
 PAGES = (
     "/", "/summary", "/search?q=nothing-here", "/failures", "/unknown", "/unmatched",
-    "/rejected", "/dead",
+    "/rejected", "/dead", "/operator-log",
 )  # fmt: skip
 
 
@@ -296,3 +296,21 @@ def test_the_page_reads_the_embedded_sqlite_database(tmp_path):
     assert "ORD-UNK" in text_of(client.get("/unknown", headers=HTML))
     engine.dispose()
     engine_for(url).dispose()
+
+
+def test_the_operator_log_page_shows_who_did_what_and_why(page, session):
+    from worker.operator_log import record_action
+
+    record_action(
+        session, operator="alice", action="dead.replay", reason="platform <fixed>",
+        target="recon.dead", subject="3f2a9c0d1e4b5a69",
+        detail={"reason": "rejected", "count": 1, "source_queue": "recon.events",
+                "exchange": "orders", "routing_key": "coupon.redeemed", "size": 120},
+    )  # fmt: skip
+    session.commit()
+    body = text_of(page.get("/operator-log", headers=HTML))
+    assert "alice" in body
+    assert "dead.replay" in body
+    assert "platform &lt;fixed&gt;" in body
+    assert "3f2a9c0d1e4b5a69" in body
+    assert "coupon.redeemed" in body

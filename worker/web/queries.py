@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from models.operator_log import OperatorAction
 from models.outcomes import Outcome
 from models.redemptions import COUPON, POINTS, UNKNOWN, PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
@@ -250,3 +251,17 @@ def unknown_page(session: Session, *, offset: int, size: int) -> list[dict[str, 
         item.pop("last_error", None)
         rows.append(item)
     return rows
+
+
+def operator_log_page(
+    session: Session, *, before: tuple[dt.datetime, int] | None, size: int
+) -> list[OperatorAction]:
+    """What operators did to messages (replays, purges), newest first (index: at)."""
+    stmt = select(OperatorAction)
+    if before is not None:
+        at, row_id = before
+        stmt = stmt.where(
+            (OperatorAction.at < at) | ((OperatorAction.at == at) & (OperatorAction.id < row_id))
+        )
+    stmt = stmt.order_by(OperatorAction.at.desc(), OperatorAction.id.desc()).limit(size)
+    return list(session.scalars(stmt))

@@ -55,6 +55,7 @@ def register(app: Flask) -> None:
         ("/unmatched", unmatched, ["GET"]),
         ("/rejected", rejected, ["GET"]),
         ("/dead", dead, ["GET"]),
+        ("/operator-log", operator_log, ["GET"]),
         ("/login", login, ["GET", "POST"]),
         ("/logout", logout, ["POST"]),
     ):
@@ -331,6 +332,18 @@ def dead() -> str:
         # The broker's URL may hold a password: name the problem, never the URL.
         problem = f"cannot read the dead-letter queue: {type(exc).__name__}"
     return render_template("dead.html", rows=found, problem=problem, limit=DEAD_LIMIT)
+
+
+def operator_log() -> str:
+    size = _size()
+    rows = queries.operator_log_page(db(), before=_before(), size=size)
+    if len(rows) < size:
+        next_link = None
+    else:
+        last = rows[-1]
+        args: dict[str, Any] = {**request.args.to_dict(), "before": _cursor(last.at, last.id)}
+        next_link = url_for("operator_log", **args)
+    return render_template("operator_log.html", rows=rows, next_link=next_link)
 
 
 def login() -> Any:
