@@ -164,6 +164,7 @@ def run(rows: int, runs: int) -> None:
             ("unmatched", lambda i: "/unmatched"),
             ("rejected (1 day)", lambda i: f"/rejected?{window(days[i])}"),
             ("dead letters", lambda i: "/dead"),
+            ("operator log", lambda i: "/operator-log"),
         ]  # fmt: skip
         results = [time_page(client, name, [make(i) for i in range(runs)]) for name, make in pages]
         fields = ("page", "runs", "status", "median_ms", "p95_ms", "under_100ms", "example")
