@@ -252,6 +252,8 @@ def test_the_token_guards_every_page_and_never_shows_up(pg_url, clean_db):
     right = guarded.post("/login", data={"token": "tok-3f9a1c", "next": "https://evil.example/"})
     assert right.status_code == 302
     assert right.headers["Location"] == "/"
+    sneaky = guarded.post("/login", data={"token": "tok-3f9a1c", "next": "/\\evil.example"})
+    assert sneaky.headers["Location"] == "/"
     cookie = right.headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "tok-3f9a1c" not in cookie

@@ -349,7 +349,7 @@ def operator_log() -> str:
 def login() -> Any:
     token = current_app.config["RECON_TOKEN"]
     target = request.values.get("next") or url_for("home")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
         target = url_for("home")  # only our own pages: no open redirect
     if request.method == "GET":
         return render_template("login.html", next=target, failed=False, needed=bool(token))
