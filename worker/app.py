@@ -14,7 +14,7 @@ from celery import Celery, signals
 from celery.schedules import crontab
 
 from worker.logging import configure_logging, is_configured
-from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue
+from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, declare_topology, task_queue
 from worker.settings import Settings, SettingsError
 
 app = Celery("recon", include=["worker.tasks"])
@@ -93,6 +93,20 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     if IntakeConsumer not in app.steps["consumer"]:
         app.steps["consumer"].add(IntakeConsumer)
     return app
+
+
+def declare_all(settings: Settings) -> None:
+    """Declare every exchange and queue, dead letters first (``recon declare``; the worker does
+    the same at start)."""
+    from kombu import Connection
+
+    from worker.intake.consumer import events_queue_for
+
+    with Connection(settings.broker_url, connect_timeout=10) as connection:
+        connection.ensure_connection(max_retries=3)
+        declare_topology(
+            connection, events=events_queue_for(settings), task_queue_names=task_queue_names()
+        )
 
 
 def settings_of(celery_app: Celery) -> Settings:

@@ -33,8 +33,10 @@ from worker.queues import (
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
+    TASK_QUEUE,
     declare_topology,
     events_queue,
+    task_queue,
 )
 from worker.settings import Settings
 
@@ -76,10 +78,12 @@ class Enqueuer:
         self._app = app
 
     def __call__(self, stored: Stored) -> None:
+        # Live work: the intake always enqueues on the live queue.
+        live = task_queue(TASK_QUEUE)
         for order_ref in sorted(stored.orders):
-            self._app.send_task("recon.reconcile_order", args=[order_ref])
+            self._app.send_task("recon.reconcile_order", args=[order_ref], queue=live)
         for request_id in sorted(stored.redeem_requests):
-            self._app.send_task("recon.redeem_points", args=[request_id])
+            self._app.send_task("recon.redeem_points", args=[request_id], queue=live)
 
     def dead_letter(self, message: Message, body: bytes, reason: str) -> None:
         """Publish a copy to the dead-letter exchange with the reason; confirmed before we ack."""
@@ -106,7 +110,12 @@ class Enqueuer:
 
 def body_bytes(message: Message) -> bytes:
     body = message.body
-    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if isinstance(body, str):  # a transport that decoded it: undo that with the same codec
+        try:
+            return body.encode(message.content_encoding or "utf-8", "surrogatepass")
+        except (LookupError, UnicodeError):
+            return body.encode("utf-8", "surrogatepass")
+    return bytes(body)
 
 
 def handle_message(
@@ -213,6 +222,10 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
+        # py-amqp decodes a body that names a content encoding; we keep exactly the bytes that
+        # arrived (a rejected message is stored as those bytes).
+        if hasattr(channel, "auto_decode"):
+            channel.auto_decode = False
         return [
             Consumer(
                 channel,
