@@ -50,6 +50,7 @@ class _EnvModel(BaseModel):
     metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
     metrics_dir: str = Field("", alias="RECON_METRICS_DIR")
     unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
+    web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
 
 
 #: variable name -> one-line description, in README order.
@@ -77,6 +78,7 @@ ENV_VARS: dict[str, str] = {
     "RECON_METRICS_HOST": "address /metrics binds to",
     "RECON_METRICS_DIR": "where each worker makes its fresh multiprocess metrics directory",
     "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
+    "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -110,6 +112,7 @@ class Settings:
     metrics_host: str
     metrics_dir: str
     unmatched_after_seconds: int
+    web_token: SecretStr
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -141,7 +144,7 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in _EnvModel.model_fields}
         values.update(changes)
-        for name in ("loyalty_api_password", "loyalty_client_secret"):
+        for name in ("loyalty_api_password", "loyalty_client_secret", "web_token"):
             if isinstance(values[name], str):
                 values[name] = SecretStr(values[name])
         return Settings(**values)

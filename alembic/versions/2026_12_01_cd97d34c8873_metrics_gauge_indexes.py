@@ -1,7 +1,7 @@
 """Indexes for the metrics' gauges: open work by state and age, unmatched redemptions
 
 Revision ID: cd97d34c8873
-Revises: a7c3e9f14b20
+Revises: 6b2f4d8e1a37
 Create Date: 2026-12-01 09:45:00.000000
 
 Rules for every migration here:
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "cd97d34c8873"
-down_revision: str | None = "a7c3e9f14b20"
+down_revision: str | None = "6b2f4d8e1a37"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,6 +3,7 @@ and no message can come back forever."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -201,6 +202,7 @@ def test_a_message_not_even_a_rejected_row_can_hold_is_dead_lettered_with_its_re
     assert "not even as a rejected row" in reason
     assert dead.headers["x-recon-original-exchange"] == "orders"
     assert dead.headers["x-recon-original-routing-key"] == "points.redeemed"
+    assert dt.datetime.fromisoformat(dead.headers["x-recon-dead-at"]).tzinfo is not None
     dead.ack()
 
 

@@ -32,9 +32,20 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from worker.cli import audit, backfill, declare, demo, publish, resolve, service, vendor
+    from worker.cli import (
+        audit,
+        backfill,
+        dead,
+        declare,
+        demo,
+        publish,
+        resolve,
+        service,
+        vendor,
+        web,
+    )
 
-    for module in (service, declare, publish, demo, backfill, audit, resolve, vendor):
+    for module in (service, declare, publish, demo, backfill, audit, resolve, vendor, web, dead):
         module.register(cli)
 
 

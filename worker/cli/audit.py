@@ -358,6 +358,35 @@ def unmatched(older_than_hours: int, fmt: str, limit: int) -> None:
 
 
 @audit.command()
+@_window_options("Default: now; the window is the 24 hours before --until.")
+@_format_option
+@_limit_option
+def rejected(since: dt.datetime | None, until: dt.datetime | None, fmt: str, limit: int) -> None:
+    """Messages the intake rejected in a window (default: the last 24 hours), newest first.
+
+    Each row has the reason, routing key, event id when known, size in bytes and a safe excerpt
+    of the body (credentials masked, control characters escaped).
+
+    \b
+    Examples:
+      recon audit rejected
+      recon audit rejected --since 2026-11-20 --format json
+    """
+    since, until = resolve_window(since, until, default=LAST_DAY)
+    with _session() as session:
+        rows = queries.rejected_messages(session=session, since=since, until=until, limit=limit)
+    window = describe_window(since, until)
+    render(
+        rows,
+        queries.REJECTED_FIELDS,
+        fmt,
+        f"Rejected intake messages{window}",
+        empty=f"No rejected intake messages{window}.",
+    )
+    _note_if_cut(len(rows), limit)
+
+
+@audit.command()
 @_window_options("Default: no limit.")
 @click.option(
     "--format",

@@ -26,7 +26,9 @@ from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")
-FREE_TEXT = frozenset({"message", "last_message", "request_excerpt", "response_excerpt"})
+FREE_TEXT = frozenset(
+    {"message", "last_message", "request_excerpt", "response_excerpt", "reason", "excerpt"}
+)
 WIDE = 10_000
 
 

@@ -15,6 +15,7 @@ task messages, so the events queue is consumed here alone and is not in the work
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from worker import metrics
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
 from worker.queues import (
+    DEAD_AT_HEADER,
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     ORIGINAL_EXCHANGE_HEADER,
@@ -91,6 +93,7 @@ class Enqueuer:
         info = message.delivery_info or {}
         headers = {
             REASON_HEADER: reason[:1000],
+            DEAD_AT_HEADER: dt.datetime.now(dt.UTC).isoformat(),
             ORIGINAL_EXCHANGE_HEADER: str(info.get("exchange") or ""),
             ORIGINAL_ROUTING_KEY_HEADER: str(info.get("routing_key") or ""),
         }
