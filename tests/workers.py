@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +12,11 @@ from typing import Any
 import psutil
 from kombu import Connection, Queue
 
+from tests.shipped import RECON, product_env
 from worker.app import DEAD_LETTERED, TASK_EXCHANGE, TASK_QUEUE
 from worker.intake import events_queue
 from worker.publishing import publish_bodies
 from worker.settings import load_settings
-
-RECON = str(Path(sys.executable).parent / "recon")
 
 
 def task_queue() -> Queue:
@@ -36,7 +33,7 @@ class Workers:
     """Starts workers against one database, vhost and sandbox; stops them all at the end."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = {**os.environ, **env}
+        self.env = product_env(env)
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.settings = load_settings(env)
@@ -48,6 +45,8 @@ class Workers:
         process = subprocess.Popen(
             [RECON, "worker", "-c", str(concurrency), "-n", f"{name}@%h"],
             env={**self.env, **extra_env},
+            # Not the checkout: the installed product must find everything it needs itself.
+            cwd=self.log_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

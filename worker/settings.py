@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -45,6 +45,13 @@ class _EnvModel(BaseModel):
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
     rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+    task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        # `debug` and `DEBUG` mean the same to people; logging wants upper case.
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 #: variable name -> one-line description, in README order.
@@ -58,7 +65,7 @@ ENV_VARS: dict[str, str] = {
     "RECON_SWEEP_INTERVAL_SECONDS": "how often the sweeper looks for stuck work",
     "RECON_SWEEP_AFTER_SECONDS": "how long work may stay pending before the sweeper re-enqueues it",
     "RECON_RETRY_BASE_SECONDS": "first retry delay; doubles each attempt, jittered, capped at 600",
-    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (any case)",
     "LOYALTY_API_URL": "base URL of the loyalty platform",
     "LOYALTY_API_USERNAME": "till username for Basic auth",
     "LOYALTY_API_PASSWORD": "till password (sent MD5-hashed, never logged)",
@@ -67,6 +74,7 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
     "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
+    "RECON_TASK_EVENTS": "send Celery task events (Flower, `celery events`); false turns them off",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -95,6 +103,7 @@ class Settings:
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
     http_timeout_seconds: float
+    task_events: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
