@@ -72,6 +72,39 @@ class Workers:
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
 
+    def unfinished(self) -> dict[str, int]:
+        """Messages of the events and task queues not yet done: ready plus unacknowledged.
+
+        The intake acknowledges an event after its rows are committed and its task enqueued; a
+        task is acknowledged after it ran (a retry waiting for its countdown stays unacked on
+        the worker), so 0 in both means no work is queued, running or waiting to run.
+        """
+        vhost = self.settings.broker_url.rsplit("/", 1)[1] or "/"
+        listing = subprocess.run(
+            [
+                "rabbitmqctl",
+                "-q",
+                "list_queues",
+                "-p",
+                vhost,
+                "--no-table-headers",
+                "name",
+                "messages",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
+        names = (self.settings.events_queue, TASK_QUEUE)
+        return {name: int(counts.get(name, 0)) for name in names}
+
+    def wait_until_idle(self, timeout: float = 60.0) -> None:
+        """Poll until the queues are empty and no worker holds a message, twice in a row."""
+        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
+        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
+
     def pool_children(self, process: subprocess.Popen[bytes]) -> list[psutil.Process]:
         return psutil.Process(process.pid).children(recursive=True)
 
