@@ -6,7 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,6 +19,7 @@ from models.session import engine_for
 from tests.factories.outcomes import NOW, make_outcome, make_outcomes
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
+from worker import migrate
 from worker.cli import audit as audit_cli
 from worker.cli import cli
 
@@ -25,10 +28,35 @@ FORMATS = ("table", "json", "csv")
 Recon = Callable[..., Result]
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database built by the migrations, copied for each test."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path) -> str:
+    """Every audit command runs on both databases the product supports."""
+    if request.param == "postgresql":
+        request.getfixturevalue("clean_db")
+        return request.getfixturevalue("pg_url")
+    path = tmp_path / "recon.sqlite3"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def recon(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
+def session(db_url: str) -> Iterator[Session]:
+    with Session(engine_for(db_url), expire_on_commit=False) as db_session:
+        yield db_session
+
+
+@pytest.fixture
+def recon(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
     """Runs `recon audit ...` against the test database and returns click's Result."""
-    monkeypatch.setenv("RECON_DATABASE_URL", pg_url)
+    monkeypatch.setenv("RECON_DATABASE_URL", db_url)
     audit_cli.register(cli)
     runner = CliRunner()
 
@@ -36,7 +64,7 @@ def recon(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
         return runner.invoke(cli, ["audit", *args], catch_exceptions=False)
 
     yield run
-    engine_for(pg_url).dispose()
+    engine_for(db_url).dispose()
 
 
 def parsed(result: Result, fmt: str) -> list[dict]:

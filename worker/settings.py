@@ -47,6 +47,32 @@ class _EnvModel(BaseModel):
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
     task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        # Found here, the message names the variable; found by SQLAlchemy later, a traceback.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(value).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError):
+            raise ValueError(
+                "not a database URL SQLAlchemy can use (examples: "
+                "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
+            ) from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_parses(cls, value: str) -> str:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in TRANSPORT_ALIASES:
+            raise ValueError("not a broker URL (example: amqp://user:password@host:5672//)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: Any) -> Any:
@@ -157,5 +183,5 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         alias = str(error["loc"][0]) if error["loc"] else "?"
-        problems.append(f"{alias}: {error['msg']}")
+        problems.append(f"{alias}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid configuration: " + "; ".join(problems)

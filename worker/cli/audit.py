@@ -82,7 +82,8 @@ def _session() -> Iterator[Session]:
             yield session
     except OperationalError as exc:
         where = make_url(url).render_as_string(hide_password=True)
-        raise click.ClickException(f"cannot query the database at {where}: {exc.orig}") from exc
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise click.ClickException(f"cannot query the database at {where}: {reason}") from exc
 
 
 def _history(
