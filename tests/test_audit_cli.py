@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -420,3 +421,32 @@ def test_an_unreachable_database_is_a_one_line_error(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     assert "cannot query the database" in result.stderr
     assert "hunter2" not in result.output
+
+
+def _screen(text: str) -> list[str]:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
+
+
+@pytest.mark.usefixtures("history")
+def test_tables_fit_an_80_column_terminal_and_wide_shows_every_column(
+    recon: Recon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rich reads these as a terminal of 80 columns (what `recon audit` sees in a small window).
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    narrow = _screen(recon("bill", "B-1").stdout)
+    wide = _screen(recon("bill", "B-1", "--wide").stdout)
+
+    assert max(len(line) for line in narrow) <= 80
+    assert max(len(line) for line in wide) <= 80
+    header = next(line for line in narrow if " at " in f" {line} ")
+    for column in ("at", "redemption_id", "status", "code", "message"):
+        assert column in header.split(), header
+    body = " ".join(narrow)
+    assert "busy" in body  # the message column has room for its text
+    assert "retrying" in body
+    assert "O-1" not in body  # order_ref is one of the columns --wide adds
+    assert "--wide" in body
+    assert "O-1" in " ".join(wide)
