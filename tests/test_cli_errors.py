@@ -48,17 +48,17 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_every_command_names_a_malformed_database_url_in_one_line(args, tmp_path):
+    line = one_line(recon(args, {"RECON_DATABASE_URL": "garbage"}, tmp_path))
+    assert "RECON_DATABASE_URL" in line
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [
-        ("RECON_DATABASE_URL", "garbage"),
-        ("RECON_BROKER_URL", "nonsense"),
-        ("RECON_MAX_ATTEMPTS", "many"),
-        ("RECON_LOG_LEVEL", "loud"),
-    ],
+    [("RECON_BROKER_URL", "nonsense"), ("RECON_MAX_ATTEMPTS", "many"), ("RECON_LOG_LEVEL", "loud")],
 )
-def test_a_bad_setting_is_one_line_naming_the_variable(args, variable, value, tmp_path):
-    assert variable in one_line(recon(args, {variable: value}, tmp_path))
+def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, tmp_path):
+    assert variable in one_line(recon(["audit", "summary"], {variable: value}, tmp_path))
 
 
 @pytest.mark.parametrize(
