@@ -27,8 +27,9 @@ class MissingDatabase(ValueError):
 
 def _check_sqlite_file(url: str) -> None:
     database = make_url(url).database
-    in_a_file = database and database != ":memory:" and not database.startswith("file:")
-    if in_a_file and not Path(database).exists():
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).exists():
         raise MissingDatabase(
             f"the SQLite database {database} does not exist (in {Path.cwd()}): run "
             "`recon migrate` to create it, `recon demo` for the demo's, or set "
