@@ -30,7 +30,8 @@ def demo_examples() -> list[str]:
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("newcomer")
     result = subprocess.run(
-        [shipped.RECON, "demo"],
+        # A generous --timeout: a shared CI machine may be slower than a laptop.
+        [shipped.RECON, "demo", "--timeout", "600"],
         cwd=where,
         env=_env(),
         capture_output=True,

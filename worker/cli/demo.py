@@ -10,7 +10,7 @@ import click
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option(
     "--timeout",
-    default=55.0,
+    default=120.0,
     show_default=True,
     type=click.FloatRange(5, 3600),
     help="Give up waiting for the pipeline after this many seconds.",
