@@ -1,29 +1,60 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# Every install is from a lock file with hashes (requirements.lock for the product,
+# requirements-dev.lock for the tools), so two installs a month apart get the same versions.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROMTOOL := $(VENV)/bin/promtool
+# The shipped product: the wheel built from this checkout, installed with nothing else into a
+# virtualenv of its own. `make test` runs the end-to-end tests against it, not the checkout.
+DIST        := dist
+SHIPPED     := .shipped-venv
+SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 
-.PHONY: install demo test lint format bench services browser clean
+.PHONY: install demo test lint format bench services browser clean lock wheel shipped
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Keeps recon-demo.sqlite3 so that `recon web --demo` can show what the demo did.
+# The demo keeps its database (recon.sqlite3): `recon audit ...` and `recon web` read it after.
 demo: $(STAMP)
-	$(BIN)/recon demo --keep
+	$(BIN)/recon demo
+
+# After a change to the dependencies in pyproject.toml: regenerate both locks (same versions
+# where they overlap, since the dev lock is resolved from the product's plus the extras).
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 \
+		--quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+		--python-version 3.11 --quiet -o requirements-dev.lock
+
+# build/ is setuptools' scratch folder: a stale copy there would put deleted files in the wheel.
+wheel: $(STAMP)
+	rm -rf build $(DIST)
+	$(BIN)/python -m build --wheel --outdir $(DIST) . > /dev/null
+
+shipped: wheel
+	rm -rf $(SHIPPED)
+	$(PYTHON) -m venv $(SHIPPED)
+	$(SHIPPED)/bin/pip install --quiet --require-hashes -r requirements.lock
+	$(SHIPPED)/bin/pip install --quiet --no-deps $(DIST)/*.whl
+	touch $(SHIP_STAMP)
 
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
-test: $(STAMP) services $(PROMTOOL) browser
+# RECON_TEST_VENV points the end-to-end tests (worker, beat, migrate, demo subprocesses) at the
+# installed wheel; RECON_TEST_WHEEL lets the packaging test check that wheel's contents.
+test: $(STAMP) services $(PROMTOOL) browser shipped
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	RECON_TEST_VENV=$(abspath $(SHIPPED)) RECON_TEST_WHEEL="$(abspath $(wildcard $(DIST)/*.whl))" \
+		$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -52,4 +83,4 @@ bench: $(STAMP) services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache recon.sqlite3*
+	rm -rf $(VENV) $(SHIPPED) $(DIST) build .pytest_cache .ruff_cache .mypy_cache recon.sqlite3*

@@ -15,7 +15,8 @@ DEFAULT_PORT = 8790
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--demo", is_flag=True,
-    help="Show the database `make demo` left in this folder (recon-demo.sqlite3).",
+    help="Show the database `make demo` left in this folder (recon.sqlite3), whatever "
+    "RECON_DATABASE_URL says.",
 )  # fmt: skip
 def web(host: str, port: int, demo: bool) -> None:
     """Serve the audit page: search, timelines, summary, and the lists ops work from.
@@ -41,7 +42,7 @@ def web(host: str, port: int, demo: bool) -> None:
 
         if not DEMO_DB.exists():
             raise click.ClickException(
-                f"no demo database {DEMO_DB} here: run `make demo` (or `recon demo --keep`) first"
+                f"no demo database {DEMO_DB} here: run `make demo` (or `recon demo`) first"
             )
         settings = settings.replace(database_url=f"sqlite:///{DEMO_DB}")
     token = settings.web_token.get_secret_value() or None
