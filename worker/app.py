@@ -165,7 +165,7 @@ def run_worker(
     argv = [
         "worker",
         "--queues",
-        TASK_QUEUE,
+        ",".join(task_queue_names()),
         "--concurrency",
         str(concurrency),
         "--loglevel",
