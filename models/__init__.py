@@ -3,7 +3,7 @@
 from models.base import Base
 from models.events import InboxEvent
 from models.outcomes import Outcome
-from models.ratelimit import RateLimitState
+from models.ratelimit import RateLimitSlot, RateLimitState
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
 from models.vendor import VendorConfigState
@@ -13,6 +13,7 @@ __all__ = [
     "InboxEvent",
     "Outcome",
     "PointsRedeemRequest",
+    "RateLimitSlot",
     "RateLimitState",
     "Redemption",
     "Transaction",

@@ -99,7 +99,12 @@ def sandbox(sandbox_server: Sandbox) -> Iterator[SandboxAdmin]:
     admin = SandboxAdmin(sandbox_server)
     admin.reset()
     admin.configure(
-        error_rate=0.0, slow_rate=0.0, drop_rate=0.0, lost_rate=0.0, rate_limit_per_minute=0
+        error_rate=0.0,
+        slow_rate=0.0,
+        drop_rate=0.0,
+        lost_rate=0.0,
+        rate_limit_per_minute=0,
+        rate_window_seconds=60,
     )
     yield admin
     admin.http.close()
@@ -116,7 +121,7 @@ from worker import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
-    "inbox_events, rate_limits, vendor_configs"
+    "inbox_events, rate_limits, rate_limit_slots, vendor_configs"
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 from kombu import Connection, Queue
 
-from worker.app import DEAD_LETTERED, TASK_EXCHANGE, TASK_QUEUE
+from worker.app import DEAD_LETTERED, REDRIVE_QUEUE, TASK_EXCHANGE, TASK_QUEUE
 from worker.intake import events_queue
 from worker.publishing import publish_bodies
 from worker.settings import load_settings
@@ -22,14 +22,8 @@ from worker.settings import load_settings
 RECON = str(Path(sys.executable).parent / "recon")
 
 
-def task_queue() -> Queue:
-    return Queue(
-        TASK_QUEUE,
-        TASK_EXCHANGE,
-        routing_key=TASK_QUEUE,
-        durable=True,
-        queue_arguments=DEAD_LETTERED,
-    )
+def task_queue(name: str = TASK_QUEUE) -> Queue:
+    return Queue(name, TASK_EXCHANGE, routing_key=name, durable=True, queue_arguments=DEAD_LETTERED)
 
 
 class Workers:
@@ -69,7 +63,7 @@ class Workers:
         """Empty the queues between tests (declaring them as the worker does, first)."""
         with Connection(self.settings.broker_url) as conn:
             channel = conn.default_channel
-            for queue in (events_queue(self.settings), task_queue()):
+            for queue in (events_queue(self.settings), task_queue(), task_queue(REDRIVE_QUEUE)):
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
 

@@ -20,6 +20,9 @@ from worker.settings import Settings, SettingsError
 app = Celery("recon", include=["worker.tasks"])
 
 TASK_QUEUE = "recon.reconcile"
+# Work re-driven by the sweeper and the backfill: its own queue, so live work never waits behind
+# it at the broker, and the rate limiter knows it may take only a share of the budget.
+REDRIVE_QUEUE = "recon.redrive"
 TASK_EXCHANGE = Exchange("recon", type="direct", durable=True)
 DEAD_EXCHANGE = Exchange("recon.dlx", type="fanout", durable=True)
 DEAD_QUEUE = Queue("recon.dead", DEAD_EXCHANGE, durable=True)
@@ -61,6 +64,13 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
                 TASK_QUEUE,
                 TASK_EXCHANGE,
                 routing_key=TASK_QUEUE,
+                durable=True,
+                queue_arguments=DEAD_LETTERED,
+            ),
+            Queue(
+                REDRIVE_QUEUE,
+                TASK_EXCHANGE,
+                routing_key=REDRIVE_QUEUE,
                 durable=True,
                 queue_arguments=DEAD_LETTERED,
             ),
@@ -116,7 +126,7 @@ def run_worker(
     argv = [
         "worker",
         "--queues",
-        TASK_QUEUE,
+        f"{TASK_QUEUE},{REDRIVE_QUEUE}",
         "--concurrency",
         str(concurrency),
         "--loglevel",

@@ -21,7 +21,7 @@ from models.session import engine_for, unit_of_work
 from sandbox.config import SandboxConfig
 from sandbox.server import start_sandbox
 from worker import migrate
-from worker.app import TASK_QUEUE, configure
+from worker.app import REDRIVE_QUEUE, TASK_QUEUE, configure
 from worker.audit.outcomes import count_outcomes, outcomes_for_order
 from worker.cli.output import render
 from worker.logging import configure_logging
@@ -88,7 +88,7 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
             concurrency=4,
             perform_ping_check=False,
             loglevel="WARNING",
-            queues=[TASK_QUEUE],
+            queues=[TASK_QUEUE, REDRIVE_QUEUE],
             shutdown_timeout=30,
         ):
             with Connection(settings.broker_url) as conn:

@@ -44,6 +44,8 @@ class _EnvModel(BaseModel):
     loyalty_client_secret: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_CLIENT_SECRET")
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
     rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
+    rate_limit_burst: int | None = Field(None, alias="LOYALTY_RATE_LIMIT_BURST", ge=1)
+    backfill_budget_share: float = Field(0.5, alias="RECON_BACKFILL_BUDGET_SHARE", ge=0, le=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
 
 
@@ -66,6 +68,9 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_API_CLIENT_SECRET": "OAuth client secret (never logged)",
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
     "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
+    "LOYALTY_RATE_LIMIT_BURST": "most requests sent at once (default: the whole per-minute budget)",
+    "RECON_BACKFILL_BUDGET_SHARE": "share of the budget backfill/sweeper work may use while live "
+    "work waits",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
 }
 
@@ -94,6 +99,8 @@ class Settings:
     loyalty_client_secret: SecretStr
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
+    rate_limit_burst: int | None
+    backfill_budget_share: float
     http_timeout_seconds: float
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
