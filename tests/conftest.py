@@ -40,6 +40,10 @@ class SandboxAdmin:
     def configure(self, **config: object) -> dict:
         return self._post("config", config)
 
+    def throttle(self, seconds: float) -> None:
+        """The platform answers 429 to every request for the next ``seconds``."""
+        self._post("throttle", {"seconds": seconds})
+
     def script(self, path: str, *faults: dict) -> None:
         self._post("script", {"path": path, "faults": list(faults)})
 
