@@ -23,10 +23,12 @@ Three refinements, all inside the same statement:
   slots over ``burst / limit`` of the window): at most ``burst`` requests go at once, for
   platforms that throttle bursts. The default (the whole limit) has only the main ring.
 * Live work first. Work is tagged ``live`` or ``redrive`` (backfill, sweeper) with
-  ``tier(...)``. Re-driven work is paced to the limit's average rate (its own ring of one
-  second's worth), always leaves a reserve of free slots for live work, and, in any window in
-  which live work had to wait for a slot, takes at most ``RECON_BACKFILL_BUDGET_SHARE`` of the
-  budget. Live work is never held back for re-driven work.
+  ``tier(...)``. Re-driven work is paced so that everyone together stays at the limit's average
+  rate (it does not burst: a backfill that took the whole minute at once would leave live work
+  waiting for that minute to pass), always leaves a reserve of free slots for live work, and, in
+  any window in which live work had to wait for a slot, takes at most
+  ``RECON_BACKFILL_BUDGET_SHARE`` of the budget. Live work is never held back for re-driven
+  work; when no live work waits, re-driven work may use the whole budget.
 * A 429 pauses the key: ``pause()`` stores ``paused_until`` for the key, every take checks it,
   so no process sends on the key until the platform's ``Retry-After`` has passed.
 
@@ -149,12 +151,19 @@ class Budget:
         if self.burst_size < self.per_minute:
             size = self.burst_size
             rings.append(Ring(f"{key}/burst", size, self.window * size / self.per_minute))
-        if tier_name == REDRIVE:
-            # Paced at the limit's average rate, one second's worth at once, so live work
-            # arriving during a backfill finds slots freeing all the time, not a minute later.
-            size = max(1, min(self.burst_size, self.per_minute // 60))
-            rings.append(Ring(f"{key}/redrive", size, self.window * size / self.per_minute))
         return rings
+
+    @property
+    def pace_size(self) -> int:
+        """Re-driven work is paced: it takes a slot only while everyone together used fewer
+        than this many in the last ``pace_window`` (one second's worth of the average rate).
+        So the window fills no faster than it drains, and live work arriving during a backfill
+        finds slots all the time, not only when the first minute's slots come free."""
+        return max(1, min(self.burst_size, self.per_minute // 60))
+
+    @property
+    def pace_window(self) -> float:
+        return self.window * self.pace_size / self.per_minute
 
 
 @dataclass
@@ -285,10 +294,16 @@ _PG_RING_WAIT = text("""
     SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
     WHERE key = :key AND slot < :size ORDER BY used_at OFFSET :skip LIMIT 1
 """)
-_PG_QUOTA_WAIT = text("""
-    SELECT min(used_at) + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
-    WHERE key = :key AND slot < :size AND redriven
-      AND used_at > extract(epoch FROM clock_timestamp()) - :window
+_PG_REDRIVE_STATE = text("""
+    WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t)
+    SELECT
+        EXISTS (SELECT 1 FROM rate_limits l
+                WHERE l.key = :key AND l.live_waited_at > (SELECT t FROM now) - :window),
+        count(*) FILTER (WHERE redriven),
+        min(used_at) FILTER (WHERE redriven) - (SELECT t FROM now),
+        count(*) FILTER (WHERE used_at > (SELECT t FROM now) - :pace_window)
+    FROM rate_limit_slots
+    WHERE key = :key AND slot < :size AND used_at > (SELECT t FROM now) - :window
 """)
 _take_statements: dict[tuple[int, bool], object] = {}
 
@@ -317,6 +332,10 @@ def _take_statement(rings: int, redrive: bool):
             f"""EXISTS (SELECT 1 FROM rate_limit_slots f
                         WHERE f.key = :k0 AND f.slot < :n0 AND f.used_at <= {_NOW} - :w0
                         OFFSET :reserve LIMIT 1)""",
+            # Paced: everyone together below the average rate over the last second or so.
+            f"""(SELECT count(*) FROM rate_limit_slots r
+                 WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
+                < :pace_size""",
             # In a window where live work waited, stay within the share.
             f"""(NOT EXISTS (SELECT 1 FROM rate_limits l
                              WHERE l.key = :k0 AND l.live_waited_at > {_NOW} - :w0)
@@ -344,7 +363,14 @@ def _pg_take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget
     for i, ring in enumerate(rings):
         params.update({f"k{i}": ring.key, f"n{i}": ring.size, f"w{i}": ring.window})
     if redrive:
-        params.update({"reserve": budget.reserve, "quota": budget.redrive_quota})
+        params.update(
+            {
+                "reserve": budget.reserve,
+                "quota": budget.redrive_quota,
+                "pace_window": budget.pace_window,
+                "pace_size": budget.pace_size,
+            }
+        )
     return bool(conn.execute(_take_statement(len(rings), redrive), params).first())
 
 
@@ -369,12 +395,33 @@ def _pg_wait(
         conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
     elif wait <= 0:
         main = rings[0]
-        quota = conn.execute(
-            _PG_QUOTA_WAIT, {"key": main.key, "size": main.size, "window": main.window}
-        ).scalar()
-        wait = float(quota or 0.0)
+        params = {
+            "key": main.key,
+            "size": main.size,
+            "window": main.window,
+            "pace_window": budget.pace_window,
+        }
+        live_waited, redriven, oldest, paced = conn.execute(_PG_REDRIVE_STATE, params).one()
+        wait = _redrive_wait(budget, main, live_waited, redriven, oldest, paced)
     # A slot was free but another process took it first: try again very soon.
     return max(wait, 0.005), False
+
+
+def _redrive_wait(
+    budget: Budget,
+    main: Ring,
+    live_waited: bool,
+    redriven: int,
+    oldest_redriven_age: float | None,
+    paced: int,
+) -> float:
+    """Why re-driven work was refused although a slot was free, as seconds to wait."""
+    if live_waited and redriven >= budget.redrive_quota:
+        # Until its oldest slot of the window leaves it (age is negative: seconds ago).
+        return float(oldest_redriven_age or 0.0) + main.window
+    if paced >= budget.pace_size:
+        return budget.pace_window / budget.pace_size
+    return 0.0
 
 
 # --- One process (the SQLite demo): the same rule, in memory ---------------------------------
@@ -409,14 +456,21 @@ class _LocalKey:
                 picks.append(order[0])
             wait = max(waits)
             main = rings[0]
-            if tier_name == REDRIVE and wait <= 0 and self._live_waited_at > now - main.window:
-                used = sorted(
-                    at
+            if tier_name == REDRIVE and wait <= 0:
+                recent = [
+                    (at, redriven)
                     for at, redriven in self._ring(main)[: main.size]
-                    if redriven and at > now - main.window
+                    if at > now - main.window
+                ]
+                redriven_at = [at for at, redriven in recent if redriven]
+                wait = _redrive_wait(
+                    budget,
+                    main,
+                    self._live_waited_at > now - main.window,
+                    len(redriven_at),
+                    (min(redriven_at) - now) if redriven_at else None,
+                    sum(1 for at, _ in recent if at > now - budget.pace_window),
                 )
-                if len(used) >= budget.redrive_quota:
-                    wait = (used[0] + main.window - now) if used else main.window
             if wait > 0:
                 if tier_name == LIVE:
                     self._live_waited_at = now
