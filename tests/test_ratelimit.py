@@ -33,8 +33,8 @@ def _send_through_limiter(
     sandbox_url: str,
     limit: int,
     window: float,
-    start: float,
-    deadline: float,
+    seconds: float,
+    go,
     queue,
 ) -> None:
     engine = build_engine(db_url)
@@ -48,7 +48,9 @@ def _send_through_limiter(
         "Accept": "application/json",
     }
     sent = []
-    time.sleep(max(0.0, start - time.time()))
+    queue.put("ready")
+    go.wait(timeout=120)
+    deadline = time.time() + seconds
     while time.time() < deadline:
         wait = limiter.try_acquire(LIVE)
         if wait == 0.0:
@@ -69,12 +71,13 @@ def test_four_processes_on_one_key_never_put_more_than_the_limit_in_any_window(
     # The platform (the sandbox) counts the same sliding window, strictly.
     sandbox.configure(rate_limit_per_minute=limit, rate_window_seconds=window)
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    start = time.time() + 4.0  # every process surely up
-    args = (pg_url, sandbox.url, limit, window, start, start + seconds, queue)
+    queue, go = context.Queue(), context.Event()
+    args = (pg_url, sandbox.url, limit, window, seconds, go, queue)
     processes = [context.Process(target=_send_through_limiter, args=args) for _ in range(4)]
     for process in processes:
         process.start()
+    assert [queue.get(timeout=120) for _ in processes] == ["ready"] * len(processes)
+    go.set()  # one start for all, once every process is up
     sent = [entry for _ in processes for entry in queue.get(timeout=120)]
     for process in processes:
         process.join(timeout=30)
