@@ -327,8 +327,10 @@ def backfill(
     from worker import backfill as backfill_logic
     from worker import tasks
     from worker.app import configure
+    from worker.logging import configure_logging
     from worker.settings import load_settings
 
+    configure_logging("WARNING")  # the backfill's progress lines would drown the figures
     items = backfill_orders * coupons
     live_cap = int(cap_s * live_orders_per_s)
     live = build_scenario(
