@@ -29,6 +29,7 @@ def test_defaults_are_the_embedded_ones():
         ("LOYALTY_RATE_LIMIT_PER_MINUTE", "-5"),
         ("LOYALTY_API_URL", "ftp://example"),
         ("RECON_LOG_LEVEL", "LOUD"),
+        ("LOYALTY_RATE_LIMIT_PER_MINUTE", "10000000"),
         ("LOYALTY_RATE_LIMIT_BURST", "0"),
         ("RECON_BACKFILL_BUDGET_SHARE", "1.5"),
         ("RECON_BACKFILL_BUDGET_SHARE", "half"),
