@@ -246,3 +246,26 @@ def test_a_backlog_below_the_budget_goes_out_at_once(workers, clean_db, sandbox)
     # A limiter that spreads the budget evenly (60 / 30 = 2 s apart) needs 38 s for these 20
     # calls; the window allows all of them at once, and they went as fast as the workers could.
     assert sent[-1] - sent[0] < (len(orders) - 1) * 60 / limit
+
+
+def test_the_nightly_backfill_hands_its_orders_to_the_redrive_queue_path(clean_db, sandbox):
+    from worker import backfill
+
+    store(
+        clean_db,
+        events.coupon_redeemed("n-1", 901, MOBILE),
+        events.transaction_completed("n-1", MOBILE),
+    )
+    with unit_of_work(clean_db) as session:
+        session.execute(Redemption.__table__.update().values(state="gave_up", attempts=3))
+        session.commit()
+    handed: list[str] = []
+
+    summary = backfill.run_backfill(
+        clean_db, None, policy=None, options=backfill.Options(), hand_off=handed.append
+    )
+
+    assert handed == ["n-1"]  # to be reconciled by a re-drive task, not inside this one
+    assert summary.orders == 1
+    assert _items_in(clean_db, ["n-1"], "pending") == 1  # a fresh round of attempts
+    assert sandbox.stats()["total"] == 0  # nothing was sent from the backfill itself
