@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from bench import floor, infra, pipeline, ratelimit_phase, report
+from bench import floor, infra, pipeline, ratelimit_phase, report, window
 
 LOG_DIR = report.RESULTS / "logs"
 
@@ -51,7 +51,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="phase 1 wait, seconds")
     parser.add_argument(
-        "--phases", default="pipeline,floor,ratelimit,audit", help="comma-separated subset"
+        "--phases",
+        default="pipeline,floor,ratelimit,window,audit",
+        help="comma-separated subset",
+    )
+    parser.add_argument(
+        "--window-parts",
+        default="burst,pairs,throttle,backfill",
+        help="which figures of the window phase to measure",
+    )
+    parser.add_argument(
+        "--backfill-orders", type=int, default=1250, help="window phase: backfill calls"
+    )
+    parser.add_argument(
+        "--backfill-coupons", type=int, default=4, help="window phase: items per backfill call"
     )
     parser.add_argument("--audit-rows", type=int, default=None, help="rows for audit_lookups")
     return parser.parse_args(argv)
@@ -109,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     failed: list[str] = []
     try:
-        for name in ("pipeline", "floor", "ratelimit"):
+        for name in ("pipeline", "floor", "ratelimit", "window"):
             if name not in phases:
                 continue
             try:
@@ -199,7 +212,36 @@ def _ratelimit(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[
     return result
 
 
-PHASES = {"pipeline": _pipeline, "floor": _floor, "ratelimit": _ratelimit}
+def _window(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== phase 3: spending the budget the way the platform counts it ==", flush=True)
+    parts = {p.strip() for p in args.window_parts.split(",") if p.strip()}
+    runs = {
+        "burst": lambda: window.burst(sandbox, log_dir=LOG_DIR),
+        "pairs": lambda: window.pairs(sandbox, log_dir=LOG_DIR),
+        "throttle": lambda: window.throttle(sandbox, log_dir=LOG_DIR),
+        "backfill": lambda: window.backfill(
+            sandbox,
+            backfill_orders=args.backfill_orders,
+            coupons=args.backfill_coupons,
+            log_dir=LOG_DIR,
+        ),
+    }
+    result: dict[str, Any] = {}
+    for name, measure in runs.items():
+        if name not in parts:
+            continue
+        try:
+            result[name] = measure()
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            traceback.print_exc()
+            result.setdefault("errors", {})[name] = traceback.format_exc(limit=3)
+        print(f"  {name}: {result.get(name)}", flush=True)
+    return result
+
+
+PHASES = {"pipeline": _pipeline, "floor": _floor, "ratelimit": _ratelimit, "window": _window}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Phase 2: the shared rate limit under saturation.
 
-The sandbox throttles at 6000 requests per minute per API key (a token bucket holding one
-second's worth, so bursts are refused as a per-second enforcement would), the workers are told the
-same limit, and more work is published than the limit allows in the window. Over a 60 s window
+The sandbox throttles at 6000 requests per minute per API key (a strict sliding 60 s window, as
+the platform counts), the workers are told the same limit, and more work is published than the
+limit allows in the window. Over a 60 s window
 taken once the work flows, we count the requests the sandbox accepted and every 429 it answered.
 """
 

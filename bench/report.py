@@ -141,7 +141,110 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             "0",
             limit["throttled_429"] == 0,
         )
+    _window_rows(results, row)
     return rows
+
+
+#: Issue 10's targets.
+BURST_OVER_FLOOR_S = 5.0
+PAIRS_OVER_FLOOR = 0.10
+BACKLOG_SHARE = 0.99
+LIVE_P95_S = 2.0
+
+
+def _window_rows(results: dict[str, Any], row: Any) -> None:
+    """The figures of spending the budget the way the platform counts it (bench/window.py)."""
+    win = results.get("window") or {}
+    burst = win.get("burst")
+    if burst:
+        row(
+            f"burst below the budget: {burst['api_calls']} calls at "
+            f"{burst['limit_per_minute']}/min, first publish -> last outcome",
+            f"{burst['seconds_first_publish_to_last_outcome']:.1f} s (floor {burst['floor_s']} s,"
+            f" 429s {burst['throttled_429']})",
+            f"<= floor + {BURST_OVER_FLOOR_S:.0f} s",
+            burst["over_floor_s"] <= BURST_OVER_FLOOR_S and burst["throttled_429"] == 0,
+        )
+    pairs = win.get("pairs")
+    if pairs:
+        row(
+            f"dependent pairs: {pairs['api_calls']} calls at {pairs['limit_per_minute']}/min",
+            f"{pairs['seconds_first_publish_to_last_outcome']:.1f} s (floor {pairs['floor_s']} s,"
+            f" 429s {pairs['throttled_429']})",
+            f"<= floor + {PAIRS_OVER_FLOOR:.0%}",
+            pairs["over_floor_share"] is not None
+            and pairs["over_floor_share"] <= PAIRS_OVER_FLOOR
+            and pairs["throttled_429"] == 0,
+        )
+    limit = results.get("ratelimit")
+    if limit:
+        row(
+            "long backlog: share of the budget used, 429s",
+            f"{limit['share_of_limit']:.1%}, {limit['throttled_429']} x 429",
+            f">= {BACKLOG_SHARE:.0%}, 0 x 429",
+            limit["share_of_limit"] >= BACKLOG_SHARE and limit["throttled_429"] == 0,
+        )
+    throttle = win.get("throttle")
+    if throttle:
+        row(
+            f"429 burst ({throttle['throttle_s']} s): further 429s after the first",
+            f"{throttle['further_429_after_first']} (in flight: at most "
+            f"{throttle['other_requests_possibly_in_flight']}); gave_up/unknown "
+            f"{throttle['items_gave_up_or_unknown']}",
+            "0 beyond those in flight",
+            throttle["further_429_after_first"] <= throttle["other_requests_possibly_in_flight"]
+            and throttle["items_gave_up_or_unknown"] == 0,
+        )
+    back = win.get("backfill")
+    if back:
+        p95 = back["live"]["latency_s"]["p95"]
+        row(
+            f"live latency during a backfill of {back['backfill_items']:,} items "
+            f"({back['limit_per_minute']}/min): p95",
+            f"{p95:.2f} s (p50 {back['live']['latency_s']['p50']:.2f} s, "
+            f"{back['live_orders_published']} orders)",
+            f"< {LIVE_P95_S:.0f} s",
+            p95 < LIVE_P95_S,
+        )
+        split = back["split_while_backfill_ran"]
+        row(
+            "  budget split while the backfill ran (calls/min)",
+            f"live {split['live_calls_per_min']:.0f}, backfill "
+            f"{split['backfill_calls_per_min']:.0f} (backfill took {back['backfill_seconds']:.0f}"
+            " s)",
+            "",
+            None,
+        )
+    pipe = results.get("pipeline")
+    if pipe:
+        cpu = pipe["cpu"]
+        worker_s = cpu["worker_main_processes_s"] + cpu["worker_pool_processes_s"]
+        items = max(pipe["items_succeeded"], 1)
+        servers_s = cpu.get("postgres_s", 0.0) + cpu.get("rabbitmq_s", 0.0)
+        row(
+            "cost: worker CPU-seconds per reconciled item (pipeline)",
+            f"{1000 * worker_s / items:.1f} ms (+ PostgreSQL and RabbitMQ "
+            f"{1000 * servers_s / items:.1f} ms, shared servers)",
+            "",
+            None,
+        )
+        k = pipe["coupons_per_bill"]
+        budget_items_per_s = 1000 / 60 * (k + 1) / 2  # default budget, 2 calls per k + 1 items
+        headroom = pipe["items_per_s"] / budget_items_per_s
+        results["headroom"] = round(headroom, 2)
+        row(
+            "headroom: items/s sustained / items/s the default budget allows",
+            f"{headroom:.1f}x ({pipe['items_per_s']:,.0f} / {budget_items_per_s:.1f})",
+            "",
+            None,
+        )
+    if back:
+        row(
+            "  worker CPU per item while rate-limited (backfill + live)",
+            f"{back['worker_cpu_ms_per_item']:.1f} ms",
+            "",
+            None,
+        )
 
 
 def print_tables(results: dict[str, Any], console: Console | None = None) -> None:

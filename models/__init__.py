@@ -5,7 +5,7 @@ from models.deliveries import TaskDelivery
 from models.events import InboxEvent
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
-from models.ratelimit import RateLimitState
+from models.ratelimit import RateLimitSlot, RateLimitState
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
 from models.vendor import VendorConfigState
@@ -16,6 +16,7 @@ __all__ = [
     "OperatorAction",
     "Outcome",
     "PointsRedeemRequest",
+    "RateLimitSlot",
     "RateLimitState",
     "Redemption",
     "TaskDelivery",

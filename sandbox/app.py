@@ -19,7 +19,7 @@ class SandboxApp:
         self.config = config
         self.store = Store(config.default_points_balance, config.seed)
         self.stats = Stats()
-        self.limiter = RateLimiter(config.rate_limit_per_minute)
+        self.limiter = RateLimiter(config.rate_limit_per_minute, config.rate_window_seconds)
         self.faults = Faults(config.seed)
         self.tokens = TokenStore()
         self.locks = CustomerLocks()
@@ -37,7 +37,9 @@ class SandboxApp:
     def reconfigure(self, changes: dict[str, Any]) -> None:
         with self._config_lock:
             apply_changes(self.config, changes)
-            if "rate_limit_per_minute" in changes:
-                self.limiter.configure(self.config.rate_limit_per_minute)
+            if "rate_limit_per_minute" in changes or "rate_window_seconds" in changes:
+                self.limiter.configure(
+                    self.config.rate_limit_per_minute, self.config.rate_window_seconds
+                )
             if "seed" in changes:
                 self.faults.reseed(self.config.seed)

@@ -17,6 +17,7 @@ class SandboxConfig:
     oauth_clients: dict[str, str] = field(default_factory=lambda: {"recon-key": "recon-secret"})
     token_ttl_seconds: int = 3600
     rate_limit_per_minute: int = 1000  # per API key; 0 = unlimited
+    rate_window_seconds: float = 60.0  # the sliding window the limit counts in
     error_rate: float = 0.0  # answered 500/502/503/504 without effect
     slow_rate: float = 0.0  # answered after slow_seconds, effect applied normally
     slow_seconds: float = 2.0
@@ -36,7 +37,14 @@ class SandboxConfig:
 
 
 RATES = ("error_rate", "slow_rate", "drop_rate", "lost_rate")
-TUNABLE = (*RATES, "slow_seconds", "rate_limit_per_minute", "token_ttl_seconds", "seed")
+TUNABLE = (
+    *RATES,
+    "slow_seconds",
+    "rate_limit_per_minute",
+    "rate_window_seconds",
+    "token_ttl_seconds",
+    "seed",
+)
 
 
 def _number(name: str, value: Any, *, integer: bool, low: float, high: float) -> int | float:
@@ -64,6 +72,8 @@ def apply_changes(config: SandboxConfig, changes: dict[str, Any]) -> None:
             clean[name] = _number(name, value, integer=False, low=0.0, high=600.0)
         elif name == "rate_limit_per_minute":
             clean[name] = _number(name, value, integer=True, low=0, high=10**9)
+        elif name == "rate_window_seconds":
+            clean[name] = _number(name, value, integer=False, low=0.1, high=3600.0)
         elif name == "token_ttl_seconds":
             clean[name] = _number(name, value, integer=True, low=1, high=10**8)
         elif name == "seed":

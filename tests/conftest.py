@@ -41,6 +41,10 @@ class SandboxAdmin:
     def configure(self, **config: object) -> dict:
         return self._post("config", config)
 
+    def throttle(self, seconds: float) -> None:
+        """The platform answers 429 to every request for the next ``seconds``."""
+        self._post("throttle", {"seconds": seconds})
+
     def script(self, path: str, *faults: dict) -> None:
         self._post("script", {"path": path, "faults": list(faults)})
 
@@ -100,7 +104,12 @@ def sandbox(sandbox_server: Sandbox) -> Iterator[SandboxAdmin]:
     admin = SandboxAdmin(sandbox_server)
     admin.reset()
     admin.configure(
-        error_rate=0.0, slow_rate=0.0, drop_rate=0.0, lost_rate=0.0, rate_limit_per_minute=0
+        error_rate=0.0,
+        slow_rate=0.0,
+        drop_rate=0.0,
+        lost_rate=0.0,
+        rate_limit_per_minute=0,
+        rate_window_seconds=60,
     )
     yield admin
     admin.http.close()
@@ -117,7 +126,7 @@ from worker import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
-    "inbox_events, rate_limits, vendor_configs, task_deliveries, operator_log"
+    "inbox_events, rate_limits, rate_limit_slots, vendor_configs, task_deliveries, operator_log"
 )
 
 

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import signal
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -161,7 +160,7 @@ def test_a_database_that_is_down_keeps_messages_until_it_is_back(
 
 
 def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_db, sandbox):
-    per_minute = 120  # two requests a second for everyone together
+    per_minute = 20  # for everyone together; the platform counts a strict 60 s window
     orders = 30
     for number in range(orders):
         mobile = f"91960000{number:04d}"
@@ -171,21 +170,18 @@ def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_
             events.body(events.transaction_completed(f"rl-{number}", mobile)),
         )
     sandbox.configure(rate_limit_per_minute=per_minute)
-    started = time.monotonic()
     workers.start("w1", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
     workers.start("w2", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
-    wait_for(lambda: sandbox.stats()["total"] >= 16, timeout=60)
-    elapsed = time.monotonic() - started
+    # The whole budget goes at once; then both workers are refused and hand their tasks back.
+    wait_for(lambda: sandbox.stats()["total"] >= per_minute, timeout=60)
+    wait_for(
+        lambda: all("reconcile.deferred" in workers.log_of(name) for name in ("w1", "w2")),
+        timeout=60,
+    )
     stats = sandbox.stats()
+    assert stats["total"] == per_minute  # not one more in this window
     assert stats["throttled"] == 0
     assert stats["by_status"].get("429", 0) == 0
-    # At most one request per 0.5 s for both workers together, plus the first one.
-    per_second = stats["per_second"]["store.server"]
-    seconds = sorted(int(second) for second in per_second)
-    for start in seconds:
-        window = sum(per_second.get(str(s), 0) for s in range(start, start + 5))
-        assert window <= 5 * per_minute / 60 + 1, (start, window)
-    assert stats["total"] <= elapsed * per_minute / 60 + 2
 
 
 def test_a_lost_redeem_answer_takes_the_points_once_through_the_whole_pipeline(

@@ -39,7 +39,12 @@ def http(server: Sandbox) -> Iterator[requests.Session]:
     """A keep-alive session against a sandbox with empty state, no faults and no rate limit."""
     session = requests.Session()
     admin(session, server, "reset", {})
-    admin(session, server, "config", {"rate_limit_per_minute": 0, "token_ttl_seconds": 3600})
+    admin(
+        session,
+        server,
+        "config",
+        {"rate_limit_per_minute": 0, "rate_window_seconds": 60, "token_ttl_seconds": 3600},
+    )
     yield session
     session.close()
 
@@ -149,20 +154,52 @@ def test_all_items_failing_is_http_500_with_the_item_code_as_a_string(http, serv
     }
 
 
-def test_an_empty_token_bucket_answers_429_with_retry_after_and_no_effect(http, server):
-    admin(http, server, "config", {"rate_limit_per_minute": 60})  # one a second, burst of one
+def test_the_whole_window_goes_at_once_and_one_more_is_refused_with_no_effect(http, server):
+    admin(http, server, "config", {"rate_limit_per_minute": 3, "rate_window_seconds": 60})
     register_coupon(http, server, 202, "919800000002")
     url = f"{server.url}{COUPON}"
 
-    allowed = http.put(url, json=coupon_update(202, "919800000002"), headers=AUTH)
+    allowed = [http.put(url, json=coupon_update(202, "919800000002"), headers=AUTH) for _ in "abc"]
     refused = http.put(url, json=coupon_update(202, "919800000002"), headers=AUTH)
 
-    assert allowed.status_code == 200
+    assert [answer.status_code for answer in allowed] == [200, 200, 200]
     assert refused.status_code == 429
-    assert int(refused.headers["Retry-After"]) >= 1
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert refused.headers["X-Cap-Requestid"]
-    assert admin(http, server, "coupons/202")["update_count"] == 1
+    assert admin(http, server, "coupons/202")["update_count"] == 3
     assert admin(http, server, "stats")["throttled"] == 1
+
+
+def test_the_window_slides_a_slot_frees_when_its_request_is_a_window_old(http, server):
+    admin(http, server, "config", {"rate_limit_per_minute": 2, "rate_window_seconds": 1.5})
+    register_coupon(http, server, 203, "919800000003")
+    url = f"{server.url}{COUPON}"
+
+    def send() -> int:
+        return http.put(url, json=coupon_update(203, "919800000003"), headers=AUTH).status_code
+
+    assert [send(), send(), send()] == [200, 200, 429]
+    # Poll until the window has moved on: the next request is accepted, and the one after it
+    # is refused again (the window holds two requests at most, never three).
+    wait_until = time.monotonic() + 30
+    while send() != 200:
+        assert time.monotonic() < wait_until, "the window never moved on"
+        time.sleep(0.1)
+    assert admin(http, server, "coupons/203")["update_count"] == 3
+
+
+def test_an_injected_throttle_refuses_every_request_until_it_ends(http, server):
+    register_coupon(http, server, 204, "919800000004")
+    url = f"{server.url}{COUPON}"
+    admin(http, server, "throttle", {"seconds": 30})
+
+    refused = http.put(url, json=coupon_update(204, "919800000004"), headers=AUTH)
+
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 30
+    assert admin(http, server, "coupons/204")["update_count"] == 0
+    admin(http, server, "reset", {})
+    assert http.put(url, json=coupon_update(204, "919800000004"), headers=AUTH).status_code == 200
 
 
 def test_a_scripted_lost_answer_applies_the_update_then_hangs_up(http, server):

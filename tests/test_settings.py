@@ -17,6 +17,8 @@ def test_defaults_are_the_embedded_ones():
     assert settings.events_exchange == "orders"
     assert settings.events_queue == "recon.events"
     assert settings.rate_limit_per_minute == 1000
+    assert settings.rate_limit_burst is None  # the whole per-minute budget at once
+    assert settings.backfill_budget_share == 0.5
 
 
 @pytest.mark.parametrize(
@@ -27,6 +29,10 @@ def test_defaults_are_the_embedded_ones():
         ("LOYALTY_RATE_LIMIT_PER_MINUTE", "-5"),
         ("LOYALTY_API_URL", "ftp://example"),
         ("RECON_LOG_LEVEL", "LOUD"),
+        ("LOYALTY_RATE_LIMIT_PER_MINUTE", "10000000"),
+        ("LOYALTY_RATE_LIMIT_BURST", "0"),
+        ("RECON_BACKFILL_BUDGET_SHARE", "1.5"),
+        ("RECON_BACKFILL_BUDGET_SHARE", "half"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable, value):

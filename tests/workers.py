@@ -15,7 +15,7 @@ from kombu import Connection
 from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
 from worker.publishing import publish_bodies
-from worker.queues import TASK_QUEUE, task_queue
+from worker.queues import REDRIVE_QUEUE, TASK_QUEUE, task_queue
 from worker.settings import load_settings
 
 
@@ -58,7 +58,7 @@ class Workers:
         """Empty the queues between tests (declaring them as the worker does, first)."""
         with Connection(self.settings.broker_url) as conn:
             channel = conn.default_channel
-            for queue in (events_queue_for(self.settings), task_queue()):
+            for queue in (events_queue_for(self.settings), task_queue(), task_queue(REDRIVE_QUEUE)):
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
 

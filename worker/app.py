@@ -18,7 +18,14 @@ from celery.schedules import crontab
 
 from worker import exporter
 from worker.logging import configure_logging, is_configured
-from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, declare_topology, task_queue
+from worker.queues import (
+    DEAD_QUEUE,
+    REDRIVE_QUEUE,
+    TASK_EXCHANGE,
+    TASK_QUEUE,
+    declare_topology,
+    task_queue,
+)
 from worker.settings import Settings, SettingsError, load_settings
 
 app = Celery("recon", include=["worker.tasks"])
@@ -26,7 +33,7 @@ app = Celery("recon", include=["worker.tasks"])
 
 def task_queue_names() -> list[str]:
     """Every queue the worker's pool consumes (the intake's events queue is not one of them)."""
-    return [TASK_QUEUE]
+    return [TASK_QUEUE, REDRIVE_QUEUE]
 
 
 def parse_cron(expression: str) -> crontab:

@@ -118,9 +118,13 @@ def run_backfill(
     options: Options,
     on_retry: Callable[[str, float | None], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    hand_off: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Re-drive the candidates chunk by chunk; ``on_retry`` hands back orders still retrying."""
-    if not options.dry_run and (client is None or policy is None):
+    """Re-drive the candidates chunk by chunk; ``on_retry`` hands back orders still retrying.
+
+    With ``hand_off`` the orders are not reconciled here but handed to it (the nightly task
+    puts them on the re-drive queue); the summary then counts what was handed over."""
+    if not options.dry_run and hand_off is None and (client is None or policy is None):
         raise ValueError("a backfill that sends needs a client and a retry policy")
     summary = Summary()
     for chunk in chunks(engine, options):
@@ -128,9 +132,7 @@ def run_backfill(
             summary.planned.extend(chunk)
             summary.redriven += len(chunk)
         else:
-            assert client is not None
-            assert policy is not None
-            _redrive(engine, client, chunk, policy, summary, on_retry)
+            _redrive(engine, client, chunk, policy, summary, on_retry, hand_off)
         if progress is not None:
             progress(len(chunk))
         log.info("backfill.progress", **summary.as_dict())
@@ -140,11 +142,12 @@ def run_backfill(
 
 def _redrive(
     engine: Engine,
-    client: LoyaltyClient,
+    client: LoyaltyClient | None,
     chunk: list[Candidate],
-    policy: Policy,
+    policy: Policy | None,
     summary: Summary,
     on_retry: Callable[[str, float | None], None] | None,
+    hand_off: Callable[[str], None] | None = None,
 ) -> None:
     ids = [candidate.id for candidate in chunk]
     with unit_of_work(engine) as session:
@@ -160,6 +163,13 @@ def _redrive(
     summary.redriven += len(ids)
     orders = sorted({candidate.order_ref for candidate in chunk})
     summary.orders += len(orders)
+    if hand_off is not None:
+        for order_ref in orders:
+            hand_off(order_ref)
+        summary.still_open += len(ids)
+        return
+    assert client is not None
+    assert policy is not None
     for order_ref in orders:
         report = reconcile_order(engine, client, order_ref=order_ref, policy=policy)
         if (report.busy or report.retry_in is not None) and on_retry is not None:

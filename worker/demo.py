@@ -21,11 +21,12 @@ from models.session import engine_for, unit_of_work
 from sandbox.config import SandboxConfig
 from sandbox.server import start_sandbox
 from worker import migrate
-from worker.app import TASK_QUEUE, configure
+from worker.app import configure
 from worker.audit.outcomes import count_outcomes, outcomes_for_order
 from worker.cli.output import render
 from worker.logging import configure_logging
 from worker.publishing import dumps, publish_bodies
+from worker.queues import REDRIVE_QUEUE, TASK_QUEUE
 from worker.scenario import build_scenario, register_with_sandbox
 from worker.settings import DEFAULT_DATABASE_URL, load_settings
 
@@ -89,7 +90,7 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
             concurrency=4,
             perform_ping_check=False,
             loglevel="WARNING",
-            queues=[TASK_QUEUE],
+            queues=[TASK_QUEUE, REDRIVE_QUEUE],
             shutdown_timeout=30,
         ):
             with Connection(settings.broker_url) as conn:

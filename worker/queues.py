@@ -23,6 +23,9 @@ from kombu import Connection, Exchange, Queue, binding
 
 TASK_EXCHANGE = Exchange("recon", type="direct", durable=True)
 TASK_QUEUE = "recon.reconcile"
+#: Work re-driven by the sweeper and the backfill: its own queue, so live work never waits behind
+#: it at the broker, and the rate limiter knows it may take only a share of the budget.
+REDRIVE_QUEUE = "recon.redrive"
 
 DEAD_EXCHANGE = Exchange("recon.dlx", type="fanout", durable=True)
 #: Terminal and classic: no dead-letter exchange of its own and no delivery limit, so browsing it

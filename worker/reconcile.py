@@ -26,10 +26,11 @@ from worker.loyalty import (
     LocalRejection,
     LoyaltyClient,
     LoyaltyError,
+    RateLimited,
     is_transient_code,
 )
 from worker.loyalty.validation import check_coupon_update
-from worker.ratelimit import Throttled
+from worker.ratelimit import Throttled, customer_busy
 from worker.recording import (
     Policy,
     Verdict,
@@ -37,6 +38,7 @@ from worker.recording import (
     amount,
     error_verdict,
     succeeded,
+    throttled_verdict,
     transient_verdict,
 )
 
@@ -170,7 +172,12 @@ def send_coupon_batch(
     report.calls += 1
     try:
         result = client.coupons.update_redemptions(customer=customer, items=updates)
+    except RateLimited as error:
+        for item in batch:
+            item.attempts -= 1
+        _throttled(session, batch, transaction, error, report)
     except LoyaltyError as error:
+        _note_busy(error.code)
         for item in batch:
             verdict = error_verdict(error, attempt=item.attempts, policy=policy)
             _record(session, item, transaction, verdict, error.exchange, report)
@@ -187,6 +194,7 @@ def send_coupon_batch(
         elif answer.succeeded:
             verdict = succeeded(answer.code, answer.message or "Coupon redemption updated")
         elif is_transient_code(answer.code):
+            _note_busy(answer.code)
             verdict = transient_verdict(
                 code=answer.code, message=answer.message, attempt=item.attempts, policy=policy
             )
@@ -247,14 +255,41 @@ def send_points_update(
             session, item, transaction, Verdict(FAILED, error.code, error.message), None, report
         )
         return
+    except RateLimited as error:
+        report.calls += 1
+        item.attempts -= 1
+        _throttled(session, [item], transaction, error, report)
     except LoyaltyError as error:
         report.calls += 1
+        _note_busy(error.code)
         verdict = error_verdict(error, attempt=item.attempts, policy=policy)
         _record(session, item, transaction, verdict, error.exchange, report)
         return
     report.calls += 1
     verdict = succeeded(None, "Points redemption updated")
     _record(session, item, transaction, verdict, result.exchange, report)
+
+
+def _throttled(
+    session: Session,
+    items: list[Redemption],
+    transaction: Transaction,
+    error: RateLimited,
+    report: OrderReport,
+) -> None:
+    """A 429 is on record for each item but costs none an attempt; the rest of the order waits
+    for the pause every process now observes (the task comes back with a countdown)."""
+    verdict = throttled_verdict(error)
+    for item in items:
+        _record(session, item, transaction, verdict, error.exchange, report)
+    session.commit()
+    raise Throttled(verdict.retry_in or 0.0)
+
+
+def _note_busy(code: int | None) -> None:
+    # 521 delays only its customer: its items retry, the order's other customers go on.
+    if code == 521:
+        customer_busy()
 
 
 def _record(

@@ -13,6 +13,7 @@ from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
 from models.transactions import Transaction
 from worker import metrics
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
+from worker.ratelimit import DEFAULT_PAUSE_SECONDS
 
 #: Celery's retry message must come back before RabbitMQ's consumer_timeout (30 min): a wait
 #: longer than this is left to the sweeper and the backfill.
@@ -82,6 +83,17 @@ def error_verdict(error: LoyaltyError, *, attempt: int, policy: Policy) -> Verdi
             retry_after=retry_after,
         )
     return Verdict(FAILED, error.code, error.message)
+
+
+def throttled_verdict(error: RateLimited) -> Verdict:
+    """A 429: the platform did nothing, so it is recorded but is not an attempt. Every process
+    pauses the key (the limiter did that when the answer came); this item comes back after it."""
+    pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_SECONDS
+    message = (
+        f"throttled by the platform (HTTP 429): not counted as an attempt; every worker pauses "
+        f"this API key for {pause:.0f} s"
+    )
+    return Verdict(RETRYING, None, message, pause)
 
 
 def succeeded(code: int | None, message: str) -> Verdict:

@@ -36,16 +36,18 @@ from worker.loyalty import (
     LocalRejection,
     LoyaltyClient,
     LoyaltyError,
+    RateLimited,
     Rejected,
     Transient,
 )
-from worker.ratelimit import Throttled
+from worker.ratelimit import Throttled, customer_busy
 from worker.recording import (
     Policy,
     Verdict,
     add_outcome,
     error_verdict,
     succeeded,
+    throttled_verdict,
     transient_verdict,
 )
 
@@ -126,8 +128,16 @@ def _attempt(
                 f"refused ({error.message}) after an earlier attempt whose effect is not known; "
                 "an operator decides",
             )
+    except RateLimited as error:
+        # Refused before it could take effect, and not an attempt: it may not bring the request
+        # closer to gave_up or unknown.
+        exchange = error.exchange
+        request.attempts -= 1
+        verdict = throttled_verdict(error)
     except Transient as error:
         exchange = error.exchange
+        if error.code == 521:
+            customer_busy()
         request.ambiguous = request.ambiguous or error.ambiguous
         final = UNKNOWN if request.ambiguous else GAVE_UP
         retry_after = getattr(error, "retry_after", None)

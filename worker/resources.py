@@ -31,20 +31,23 @@ _lock = Lock()
 _cache: dict[tuple[int, int], Resources] = {}
 
 
-def build(settings: Settings, *, max_wait_seconds: float = 2.0) -> Resources:
+def build(settings: Settings, *, max_wait_seconds: float | None = None) -> Resources:
     """``max_wait_seconds``: how long one call may wait in place for the shared rate limit
-    (a task gives its slot back beyond it; the CLI backfill can afford to wait longer)."""
+    (a task gives its slot back beyond it; the CLI backfill can afford to wait longer). By
+    default live work waits up to 2 s and re-driven work up to 0.5 s."""
     engine = engine_for(settings.database_url)
     limiter = GlobalRateLimiter(
         engine,
         key=settings.api_key,
         per_minute=settings.rate_limit_per_minute,
-        # About 0.1 s of budget as tolerance: without it, a slot nobody takes at its exact
-        # moment is lost (the benchmark used 80 % of a 6,000/min limit; with it, 99.8 %).
-        burst=max(1, settings.rate_limit_per_minute // 600),
-        max_wait_seconds=max_wait_seconds,
+        burst=settings.rate_limit_burst,
+        redrive_share=settings.backfill_budget_share,
     )
-    client = LoyaltyClient.from_settings(settings, throttle=limiter.acquire)
+    if max_wait_seconds is not None:
+        limiter.max_wait_seconds = limiter.redrive_max_wait_seconds = max_wait_seconds
+    client = LoyaltyClient.from_settings(
+        settings, throttle=limiter.acquire, on_rate_limited=limiter.pause
+    )
     policy = Policy(
         max_attempts=settings.max_attempts, retry_base_seconds=settings.retry_base_seconds
     )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+MAX_RATE_LIMIT_PER_MINUTE = 100_000
 
 
 class SettingsError(ValueError):
@@ -44,7 +45,13 @@ class _EnvModel(BaseModel):
     loyalty_client_key: str = Field("", alias="LOYALTY_API_CLIENT_KEY")
     loyalty_client_secret: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_CLIENT_SECRET")
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
-    rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
+    # One row per request of the window (worker/ratelimit.py): bounded, far above any documented
+    # limit (1000 per minute; 100 on demo clusters).
+    rate_limit_per_minute: int = Field(
+        1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1, le=MAX_RATE_LIMIT_PER_MINUTE
+    )
+    rate_limit_burst: int | None = Field(None, alias="LOYALTY_RATE_LIMIT_BURST", ge=1)
+    backfill_budget_share: float = Field(0.5, alias="RECON_BACKFILL_BUDGET_SHARE", ge=0, le=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
     metrics_port: int | None = Field(None, alias="RECON_METRICS_PORT", ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
@@ -105,7 +112,11 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_API_CLIENT_KEY": "OAuth client key (OAuth replaces Basic when set)",
     "LOYALTY_API_CLIENT_SECRET": "OAuth client secret (never logged)",
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
-    "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
+    "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers "
+    "(at most 100,000)",
+    "LOYALTY_RATE_LIMIT_BURST": "most requests sent at once (default: the whole per-minute budget)",
+    "RECON_BACKFILL_BUDGET_SHARE": "share of the budget backfill/sweeper work may use while live "
+    "work waits",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
     "RECON_METRICS_PORT": "port of /metrics for this recon worker or beat (unset: not served)",
     "RECON_METRICS_HOST": "address /metrics binds to",
@@ -141,6 +152,8 @@ class Settings:
     loyalty_client_secret: SecretStr
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
+    rate_limit_burst: int | None
+    backfill_budget_share: float
     http_timeout_seconds: float
     metrics_port: int | None
     metrics_host: str

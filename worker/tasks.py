@@ -10,9 +10,10 @@ from celery import Task
 from celery.exceptions import Reject
 
 from models.session import database_unavailable
-from worker import backfill, deliveries, reconcile, redeem, resources, sweep
+from worker import backfill, deliveries, ratelimit, reconcile, redeem, resources, sweep
 from worker.app import app, settings_of
 from worker.intake.store import Stored
+from worker.queues import REDRIVE_QUEUE
 from worker.recording import MAX_BACKOFF_SECONDS
 
 log = structlog.get_logger(__name__)
@@ -83,10 +84,11 @@ def _busy_delay() -> float:
     reject_on_worker_lost=True,
     max_retries=MAX_TASK_RETRIES,
 )
-def reconcile_order(self: ReconTask, order_ref: str) -> dict[str, Any]:
+def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> dict[str, Any]:
     """Attach the order's bill to its open redemptions (idempotent)."""
     r = self.resources
-    report = reconcile.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
+    with ratelimit.tier(ratelimit.REDRIVE if redriven else ratelimit.LIVE):
+        report = reconcile.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return report.as_dict()
 
@@ -99,12 +101,13 @@ def reconcile_order(self: ReconTask, order_ref: str) -> dict[str, Any]:
     reject_on_worker_lost=True,
     max_retries=MAX_TASK_RETRIES,
 )
-def redeem_points(self: ReconTask, request_id: int) -> dict[str, Any]:
+def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
     r = self.resources
-    report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
+    with ratelimit.tier(ratelimit.REDRIVE if redriven else ratelimit.LIVE):
+        report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
     if report.status == "succeeded" and report.order_ref:
-        reconcile_order.apply_async(args=[report.order_ref])
+        enqueue_order(report.order_ref, redriven=redriven)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return {"request_id": request_id, "status": report.status}
 
@@ -113,7 +116,7 @@ def redeem_points(self: ReconTask, request_id: int) -> dict[str, Any]:
 def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
     """Re-enqueue work pending for longer than RECON_SWEEP_AFTER_SECONDS."""
     found = sweep.find_stuck_work(self.resources.engine, self.resources.settings)
-    enqueue(found)
+    enqueue(found, redriven=True)
     return {"orders": len(found.orders), "redeem_requests": len(found.redeem_requests)}
 
 
@@ -121,19 +124,29 @@ def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
 def nightly_backfill(self: ReconTask) -> dict[str, int]:
     """Re-drive every open redemption that has its bill (the nightly run)."""
     r = self.resources
+    # Hands each order to the re-drive queue rather than holding this process for hours.
     summary = backfill.run_backfill(
-        r.engine, r.client, policy=r.policy, options=backfill.Options(), on_retry=enqueue_order
+        r.engine, r.client, policy=r.policy, options=backfill.Options(), hand_off=enqueue_redriven
     )
     return summary.as_dict()
 
 
-def enqueue_order(order_ref: str, delay: float | None = None) -> None:
-    reconcile_order.apply_async(args=[order_ref], countdown=delay)
+def _route(redriven: bool) -> dict[str, Any]:
+    return {"kwargs": {"redriven": True}, "queue": REDRIVE_QUEUE} if redriven else {}
 
 
-def enqueue(stored: Stored) -> None:
+def enqueue_order(order_ref: str, delay: float | None = None, *, redriven: bool = False) -> None:
+    reconcile_order.apply_async(args=[order_ref], countdown=delay, **_route(redriven))
+
+
+def enqueue_redriven(order_ref: str, delay: float | None = None) -> None:
+    """Backfill and sweeper work: the re-drive queue, a share of the budget while live waits."""
+    enqueue_order(order_ref, delay, redriven=True)
+
+
+def enqueue(stored: Stored, *, redriven: bool = False) -> None:
     """Call only after the rows these point at are committed."""
     for order_ref in sorted(stored.orders):
-        reconcile_order.apply_async(args=[order_ref])
+        reconcile_order.apply_async(args=[order_ref], **_route(redriven))
     for request_id in sorted(stored.redeem_requests):
-        redeem_points.apply_async(args=[request_id])
+        redeem_points.apply_async(args=[request_id], **_route(redriven))

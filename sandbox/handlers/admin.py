@@ -148,6 +148,17 @@ def set_config(app: SandboxApp, body: Any) -> Reply:
     return json_reply(200, public_view(app.config))
 
 
+def throttle(app: SandboxApp, body: Any) -> Reply:
+    """Throttle every platform request (429 with Retry-After) for the next N seconds."""
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float | Decimal):
+        raise BadRequest('body must be {"seconds": N}')
+    if not 0 < seconds <= 600:
+        raise BadRequest("seconds must be more than 0 and at most 600")
+    app.limiter.throttle_for(float(seconds))
+    return json_reply(200, {"throttled_for": float(seconds)})
+
+
 def recent_requests(app: SandboxApp, query: dict[str, str]) -> Reply:
     limit = query.get("limit", "100")
     if not limit.isdigit():
@@ -185,6 +196,7 @@ def handle(app: SandboxApp, method: str, path: str, query: dict[str, str], body:
         "coupons": register_coupons,
         "points": register_points,
         "customers": set_balances,
+        "throttle": throttle,
     }
     try:
         if method == "POST" and name == "reset" and len(parts) == 1:

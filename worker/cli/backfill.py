@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from models.session import engine_for, unit_of_work
 from worker import backfill as backfill_logic
-from worker import resources
+from worker import ratelimit, resources
 from worker.cli.output import UTC_DATETIME, render
 from worker.settings import load_settings
 
@@ -57,7 +57,11 @@ def backfill(
         return
     r = resources.build(settings, max_wait_seconds=60.0) if not dry_run else None
     columns = (TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    # Backfill work takes its share of the budget and leaves live work ahead of it.
+    with (
+        ratelimit.tier(ratelimit.REDRIVE),
+        Progress(*columns, console=console, transient=True) as progress,
+    ):
         task = progress.add_task("backfill", total=total)
         summary = backfill_logic.run_backfill(
             engine,

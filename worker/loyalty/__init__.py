@@ -93,12 +93,15 @@ class LoyaltyClient:
         settings: Settings,
         *,
         throttle: Callable[[], None] | None = None,
+        on_rate_limited: Callable[[float | None], object] | None = None,
         session: requests.Session | None = None,
     ) -> LoyaltyClient:
         """Build the client the settings describe: OAuth when a client key is set, else Basic.
 
         ``throttle`` is called before every request (the token request included): the worker's
-        global rate limiter plugs in here. A session passed in stays the caller's to close.
+        global rate limiter plugs in here; ``on_rate_limited(retry_after)`` is told of every 429
+        (the limiter pauses the key for every process). A session passed in stays the caller's
+        to close.
         """
         settings.require_credentials()
         owns_session = session is None
@@ -109,7 +112,12 @@ class LoyaltyClient:
         if settings.uses_oauth:
             # The token call goes through the same session, throttle and call log, unauthenticated.
             token_http = LoyaltyHttp(
-                base_url=base_url, auth=None, session=shared, timeout=timeout, throttle=throttle
+                base_url=base_url,
+                auth=None,
+                session=shared,
+                timeout=timeout,
+                throttle=throttle,
+                on_rate_limited=on_rate_limited,
             )
             auth = OAuthTokens(
                 token_http,
@@ -121,7 +129,12 @@ class LoyaltyClient:
                 settings.loyalty_api_username, settings.loyalty_api_password.get_secret_value()
             )
         http = LoyaltyHttp(
-            base_url=base_url, auth=auth, session=shared, timeout=timeout, throttle=throttle
+            base_url=base_url,
+            auth=auth,
+            session=shared,
+            timeout=timeout,
+            throttle=throttle,
+            on_rate_limited=on_rate_limited,
         )
         return cls(http, owns_session=owns_session)
 

@@ -96,6 +96,7 @@ class LoyaltyHttp:
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         throttle: Callable[[], None] | None = None,
+        on_rate_limited: Callable[[float | None], object] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = auth
@@ -103,6 +104,7 @@ class LoyaltyHttp:
         self.session = session if session is not None else session_factory()
         self.timeout = timeout
         self._throttle = throttle
+        self._on_rate_limited = on_rate_limited
 
     @property
     def auth(self) -> Auth | None:
@@ -210,6 +212,9 @@ class LoyaltyHttp:
             raise Unauthorized("the platform refused our credentials (HTTP 401)", exchange=exchange)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if self._on_rate_limited is not None:
+                # Before anything else: every other process must stop sending on this key now.
+                self._on_rate_limited(retry_after)
             raise RateLimited(
                 "the platform throttled the call (HTTP 429)",
                 retry_after=retry_after,
