@@ -163,11 +163,29 @@ def build_scenario(
     ]
     for duplicate in duplicates:
         scenario.events.insert(rng.randrange(len(scenario.events) + 1), duplicate)
+    if scenario.invalid_coupon_order:
+        _bill_after_its_coupons(scenario.events, scenario.invalid_coupon_order)
     if malformed:
         scenario.extra_bodies.append(
             b'{"event_id": "broken-1", "type": "coupon.redeemed", "order_ref": '
         )
     return scenario
+
+
+def _bill_after_its_coupons(events: list[dict[str, Any]], order_ref: str) -> None:
+    """Shuffled, the bill could come first and each coupon go out in a call of its own; the demo
+    shows one call for the customer's coupons: 761, 510 and the batch's 762."""
+    bills = [
+        e for e in events if e["type"] == "transaction.completed" and e["order_ref"] == order_ref
+    ]
+    for bill in bills:
+        events.remove(bill)
+    last_coupon = max(
+        index
+        for index, e in enumerate(events)
+        if e["type"] == "coupon.redeemed" and e["order_ref"] == order_ref
+    )
+    events[last_coupon + 1 : last_coupon + 1] = bills
 
 
 def register_with_sandbox(scenario: Scenario, sandbox_url: str, chunk: int = 2000) -> None:
