@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench services clean
+.PHONY: install demo test lint format bench chaos services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ services:
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench
+
+# The chaos suite (about 20 minutes; not part of `make test`): kills, outages, faults, garbage.
+chaos: $(STAMP) services
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache recon.sqlite3*
