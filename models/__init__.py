@@ -1,6 +1,7 @@
 """SQLAlchemy models of the reconciler. Importing this package registers every table."""
 
 from models.base import Base
+from models.deliveries import TaskDelivery
 from models.events import InboxEvent
 from models.outcomes import Outcome
 from models.ratelimit import RateLimitState
@@ -15,6 +16,7 @@ __all__ = [
     "PointsRedeemRequest",
     "RateLimitState",
     "Redemption",
+    "TaskDelivery",
     "Transaction",
     "TransactionLink",
     "VendorConfigState",

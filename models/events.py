@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, intpk, utc_time, utcnow
@@ -28,6 +28,11 @@ class InboxEvent(Base):
     order_ref: Mapped[str | None] = mapped_column(String(128), index=True)
     routing_key: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[dict[str, Any] | None]
+    # What arrived, for a message that is not a storable event: a readable excerpt (bad bytes and
+    # NUL escaped, since PostgreSQL refuses NUL in text), and the bytes themselves.
     raw_body: Mapped[str | None] = mapped_column(Text)
+    raw_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    body_size: Mapped[int | None] = mapped_column(Integer)
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     received_at: Mapped[utc_time] = mapped_column(default=utcnow, index=True)

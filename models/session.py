@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+#: Every PostgreSQL connection gives up connecting after this long, so nothing waits unbounded
+#: for a server that is not there.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def normalise_url(url: str) -> str:
@@ -40,19 +44,56 @@ def build_engine(url: str, **options: Any) -> Engine:
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_size", 5)
     options.setdefault("max_overflow", 5)
+    options.setdefault("pool_timeout", 10)
+    connect_args = options.setdefault("connect_args", {})
+    connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return create_engine(url, **options)
 
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, int | None], Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def engine_for(url: str) -> Engine:
-    """One engine (and pool) per URL per process."""
+def engine_for(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
+    """One engine (and pool) per URL and statement time-out per process."""
+    key = (url, statement_timeout_ms)
     with _engines_lock:
-        if url not in _engines:
-            _engines[url] = build_engine(url)
-        return _engines[url]
+        if key not in _engines:
+            options: dict[str, Any] = {}
+            if statement_timeout_ms is not None and not normalise_url(url).startswith("sqlite"):
+                options["connect_args"] = {
+                    "options": f"-c statement_timeout={statement_timeout_ms}"
+                }
+            _engines[key] = build_engine(url, **options)
+        return _engines[key]
+
+
+# SQLSTATE classes that say "this statement's data is wrong", as opposed to "the server is not
+# there, not ready, shutting down, out of resources or too slow": data exceptions, integrity.
+_DATA_CLASSES = ("22", "23")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` is the database being unavailable rather than the data being refused.
+
+    Unavailable (retry later, lose nothing): refused or lost connections, connect and statement
+    time-outs, admin shutdown, an invalidated pooled connection, pool exhaustion, and every
+    server error outside the data and integrity classes (a missing table after a botched deploy
+    is not the message's fault either). Refused (never retry): data and integrity errors, and
+    anything raised before a statement reached the server (encoding, serialisation, recursion).
+    """
+    if isinstance(error, exc.DisconnectionError | exc.TimeoutError | exc.PendingRollbackError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, exc.DataError | exc.IntegrityError):
+            return False
+        state = getattr(error.orig, "sqlstate", None)
+        if state is not None:
+            return not str(state).startswith(_DATA_CLASSES)
+        return isinstance(error, exc.OperationalError | exc.InterfaceError)
+    return False
 
 
 def forget_engines_after_fork() -> None:

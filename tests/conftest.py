@@ -116,7 +116,7 @@ from worker import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
-    "inbox_events, rate_limits, vendor_configs"
+    "inbox_events, rate_limits, vendor_configs, task_deliveries"
 )
 
 

@@ -14,7 +14,7 @@ from models.session import unit_of_work
 from tests.factories import events
 from worker import backfill
 from worker.cli import _register, cli
-from worker.inbox import store_message
+from worker.intake.store import store_message
 from worker.reconcile import reconcile_order
 from worker.recording import Policy
 from worker.redeem import redeem_points

@@ -147,7 +147,7 @@ def test_a_database_that_is_down_keeps_messages_until_it_is_back(
     services.drop_database(missing)
     worker = workers.start(RECON_DATABASE_URL=missing)
     workers.publish(events.body(events.transaction_completed("e2e-5", MOBILE)))
-    wait_for(lambda: "intake.store_failed" in workers.log_of("w1"), timeout=30)
+    wait_for(lambda: "intake.paused" in workers.log_of("w1"), timeout=30)
     assert worker.poll() is None  # still up
     services.create_database(name=missing.rsplit("/", 1)[1])
     migrate.upgrade(missing)

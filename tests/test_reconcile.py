@@ -9,7 +9,7 @@ from models.outcomes import Outcome
 from models.redemptions import Redemption
 from models.session import unit_of_work
 from tests.factories import events
-from worker.inbox import store_message
+from worker.intake.store import store_message
 from worker.reconcile import reconcile_order
 from worker.recording import Policy
 

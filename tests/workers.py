@@ -12,24 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from kombu import Connection, Queue
+from kombu import Connection
 
-from worker.app import DEAD_LETTERED, TASK_EXCHANGE, TASK_QUEUE
-from worker.intake import events_queue
+from worker.intake.consumer import events_queue_for
 from worker.publishing import publish_bodies
+from worker.queues import task_queue
 from worker.settings import load_settings
 
 RECON = str(Path(sys.executable).parent / "recon")
-
-
-def task_queue() -> Queue:
-    return Queue(
-        TASK_QUEUE,
-        TASK_EXCHANGE,
-        routing_key=TASK_QUEUE,
-        durable=True,
-        queue_arguments=DEAD_LETTERED,
-    )
 
 
 class Workers:
@@ -57,7 +47,7 @@ class Workers:
     def declare(self) -> None:
         """The queue exists before anything is published (the worker declares it too)."""
         with Connection(self.settings.broker_url) as conn:
-            events_queue(self.settings)(conn.default_channel).declare()
+            events_queue_for(self.settings)(conn.default_channel).declare()
 
     def publish(self, *bodies: bytes) -> None:
         with Connection(
@@ -69,7 +59,7 @@ class Workers:
         """Empty the queues between tests (declaring them as the worker does, first)."""
         with Connection(self.settings.broker_url) as conn:
             channel = conn.default_channel
-            for queue in (events_queue(self.settings), task_queue()):
+            for queue in (events_queue_for(self.settings), task_queue()):
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
 

@@ -12,19 +12,17 @@ from typing import Any
 import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
-from kombu import Exchange, Queue
 
 from worker.logging import configure_logging, is_configured
+from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue
 from worker.settings import Settings, SettingsError
 
 app = Celery("recon", include=["worker.tasks"])
 
-TASK_QUEUE = "recon.reconcile"
-TASK_EXCHANGE = Exchange("recon", type="direct", durable=True)
-DEAD_EXCHANGE = Exchange("recon.dlx", type="fanout", durable=True)
-DEAD_QUEUE = Queue("recon.dead", DEAD_EXCHANGE, durable=True)
-# Without a dead-letter exchange a message rejected for good would simply vanish.
-DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_EXCHANGE.name}
+
+def task_queue_names() -> list[str]:
+    """Every queue the worker's pool consumes (the intake's events queue is not one of them)."""
+    return [TASK_QUEUE]
 
 
 def parse_cron(expression: str) -> crontab:
@@ -52,20 +50,17 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     """Apply the settings to the app; ``embedded`` is the one-process demo."""
     app.conf.update(
         broker_url=settings.broker_url,
+        # A broker outage of any length is waited out (with back-off), never given up on.
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=5,
+        # Every publish (task enqueues after a commit, dead letters before an ack) is confirmed.
+        broker_transport_options={"confirm_publish": True},
         task_default_queue=TASK_QUEUE,
         task_default_exchange=TASK_EXCHANGE.name,
         task_default_routing_key=TASK_QUEUE,
-        task_queues=[
-            Queue(
-                TASK_QUEUE,
-                TASK_EXCHANGE,
-                routing_key=TASK_QUEUE,
-                durable=True,
-                queue_arguments=DEAD_LETTERED,
-            ),
-            DEAD_QUEUE,
-        ],
+        task_queues=[*(task_queue(name) for name in task_queue_names()), DEAD_QUEUE],
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -93,7 +88,7 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     if embedded:
         # The in-memory transport polls; its default of once a second would pace the demo.
         app.conf.broker_transport_options = {"polling_interval": 0.01}
-    from worker.intake import IntakeConsumer
+    from worker.intake.consumer import IntakeConsumer
 
     if IntakeConsumer not in app.steps["consumer"]:
         app.steps["consumer"].add(IntakeConsumer)

@@ -12,8 +12,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
+import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
+
+log = structlog.get_logger(__name__)
 
 # Separate key spaces for the two-integer form of pg advisory locks.
 _ORDER, _CUSTOMER, _REDEEM, _SWEEP = 1, 2, 3, 4
@@ -130,8 +133,15 @@ def lock_scope(engine: Engine, *, customer_wait_seconds: float = 30.0) -> Iterat
         finally:
             # Closing returns the connection to the pool; session-level advisory locks would
             # survive that, so drop them all first.
-            conn.execute(text("SELECT pg_advisory_unlock_all()"))
-            conn.execute(text("RESET lock_timeout"))
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                conn.execute(text("RESET lock_timeout"))
+            except Exception as exc:
+                # The connection broke (a database restart invalidates it): discarding it ends
+                # its server session, and every advisory lock with it. The block's own error, if
+                # any, is the one worth raising; a lost unlock is not a failed task.
+                log.warning("locks.release_on_broken_connection", error=type(exc).__name__)
+                conn.invalidate()
 
 
 _MATCH = 6

@@ -28,6 +28,7 @@ from worker.loyalty import (
     LoyaltyError,
     is_transient_code,
 )
+from worker.loyalty.validation import check_coupon_update
 from worker.ratelimit import Throttled
 from worker.recording import (
     Policy,
@@ -139,19 +140,33 @@ def send_coupon_batch(
     policy: Policy,
     report: OrderReport,
 ) -> None:
-    """One PUT /v2/coupon/redeem for all of a customer's coupons on the bill; decide per item."""
-    updates = [
-        CouponUpdate(
-            redemption_id=int(item.redemption_id or 0),
+    """One PUT /v2/coupon/redeem for all of a customer's coupons on the bill; decide per item.
+
+    Local rules are checked item by item: an item we know the platform would refuse gets its own
+    ``failed`` outcome and is left out, and its siblings are still sent.
+    """
+    sendable: list[Redemption] = []
+    updates: list[CouponUpdate] = []
+    for item in batch:
+        item.attempts += 1
+        update = CouponUpdate(
+            redemption_id=_coupon_id(item.redemption_id),
             bill_amount=amount(transaction.bill_amount),
             transaction_number=transaction.bill_number,
             bill_id=transaction.bill_id,
             custom_fields=dict(transaction.custom_fields or {}),
         )
-        for item in batch
-    ]
-    for item in batch:
-        item.attempts += 1
+        try:
+            check_coupon_update(update)
+        except LocalRejection as error:
+            verdict = Verdict(FAILED, error.code, error.message)
+            _record(session, item, transaction, verdict, None, report)
+            continue
+        sendable.append(item)
+        updates.append(update)
+    if not updates:
+        return
+    batch = sendable
     report.calls += 1
     try:
         result = client.coupons.update_redemptions(customer=customer, items=updates)
@@ -161,7 +176,7 @@ def send_coupon_batch(
             _record(session, item, transaction, verdict, error.exchange, report)
         return
     for item in batch:
-        answer = result.item(int(item.redemption_id or 0))
+        answer = result.item(_coupon_id(item.redemption_id))
         if answer is None:
             verdict = transient_verdict(
                 code=None,
@@ -194,6 +209,14 @@ def send_coupon_batch(
             event_id=transaction.event_id,
             transaction=transaction,
         )
+
+
+def _coupon_id(text: str | None) -> int:
+    # Stored as text; a value that is not a number is left for check_coupon_update to refuse.
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def send_points_update(

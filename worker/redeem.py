@@ -29,7 +29,7 @@ from models.redemptions import (
 )
 from models.session import unit_of_work
 from models.upsert import insert
-from worker.inbox import attach_redemption
+from worker.intake.store import attach_redemption
 from worker.locks import CustomerBusy, lock_match_keys, lock_scope
 from worker.loyalty import (
     Exchange,

@@ -34,6 +34,7 @@ class _EnvModel(BaseModel):
     sweep_interval_seconds: int = Field(120, alias="RECON_SWEEP_INTERVAL_SECONDS", ge=5)
     sweep_after_seconds: int = Field(300, alias="RECON_SWEEP_AFTER_SECONDS", ge=10)
     retry_base_seconds: int = Field(2, alias="RECON_RETRY_BASE_SECONDS", ge=1, le=600)
+    delivery_limit: int = Field(10, alias="RECON_DELIVERY_LIMIT", ge=1, le=1000)
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     loyalty_api_url: str = Field(
         "http://127.0.0.1:8780", alias="LOYALTY_API_URL", pattern=r"^https?://"
@@ -58,6 +59,7 @@ ENV_VARS: dict[str, str] = {
     "RECON_SWEEP_INTERVAL_SECONDS": "how often the sweeper looks for stuck work",
     "RECON_SWEEP_AFTER_SECONDS": "how long work may stay pending before the sweeper re-enqueues it",
     "RECON_RETRY_BASE_SECONDS": "first retry delay; doubles each attempt, jittered, capped at 600",
+    "RECON_DELIVERY_LIMIT": "times a message may come back to a queue before it is dead-lettered",
     "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "LOYALTY_API_URL": "base URL of the loyalty platform",
     "LOYALTY_API_USERNAME": "till username for Basic auth",
@@ -86,6 +88,7 @@ class Settings:
     sweep_interval_seconds: int
     sweep_after_seconds: int
     retry_base_seconds: int
+    delivery_limit: int
     log_level: str
     loyalty_api_url: str
     loyalty_api_username: str

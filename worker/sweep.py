@@ -14,7 +14,7 @@ from sqlalchemy import Engine, and_, or_, select
 from models.redemptions import IN_FLIGHT, PENDING, RETRYING, PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
-from worker.inbox import Stored
+from worker.intake.store import Stored
 from worker.locks import lock_scope
 from worker.recording import MAX_BACKOFF_SECONDS
 from worker.settings import Settings

@@ -5,11 +5,17 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import structlog
 from celery import Task
+from celery.exceptions import Reject
 
-from worker import backfill, reconcile, redeem, resources, sweep
+from models.session import database_unavailable
+from worker import backfill, deliveries, reconcile, redeem, resources, sweep
 from worker.app import app, settings_of
-from worker.inbox import Stored
+from worker.intake.store import Stored
+from worker.recording import MAX_BACKOFF_SECONDS
+
+log = structlog.get_logger(__name__)
 
 #: Busy/throttled retries are not attempts; this only bounds a pathological loop. Past it the
 #: item stays open in the database and the sweeper or the backfill takes it again.
@@ -28,6 +34,41 @@ class ReconTask(Task):
     def again_in(self, delay: float | None) -> None:
         if delay is not None:
             raise self.retry(countdown=delay, max_retries=MAX_TASK_RETRIES)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._within_delivery_limit()
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            # The database went away under the task (a restart, a failover, a connection the
+            # restart invalidated): the work is intact, so it is retried, never failed.
+            if not database_unavailable(exc):
+                raise
+            delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(self.request.retries, 9))
+            log.warning("task.database_unavailable", error=type(exc).__name__, retry_in=delay)
+            raise self.retry(
+                exc=exc, countdown=random.uniform(delay / 2, delay), max_retries=MAX_TASK_RETRIES
+            ) from exc
+
+    def _within_delivery_limit(self) -> None:
+        if not (self.request.delivery_info or {}).get("redelivered") or self.request.is_eager:
+            return
+        settings = self.resources.settings
+        try:
+            count = deliveries.count_redelivery(
+                self.resources.engine, task_id=str(self.request.id), task_name=self.name
+            )
+        except Exception as exc:
+            if database_unavailable(exc):
+                return  # the body will meet the same outage and retry
+            raise
+        if count > settings.delivery_limit:
+            reason = (
+                f"{self.name} came back {count} times (RECON_DELIVERY_LIMIT "
+                f"{settings.delivery_limit}); dead-lettered so it cannot loop"
+            )
+            log.error("task.delivery_limit", reason=reason)
+            raise Reject(reason, requeue=False)
 
 
 def _busy_delay() -> float:

@@ -16,7 +16,8 @@ from models.events import ACCEPTED, REJECTED, InboxEvent
 from models.redemptions import COUPON, POINTS, PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
 from models.upsert import insert
-from worker.events import (
+from worker.intake.contract import (
+    MAX_BODY_BYTES,
     ContractError,
     CouponRedeemed,
     Event,
@@ -27,7 +28,11 @@ from worker.events import (
 )
 from worker.locks import lock_match_keys
 
-MAX_RAW_BODY = 16_384
+#: A rejected message keeps up to this many of its bytes (all of any body within the intake's
+#: limit) and a text excerpt of the first ones; size and SHA-256 are always of the whole body.
+MAX_KEPT_BYTES = MAX_BODY_BYTES
+MAX_EXCERPT = 4_096
+MAX_REASON = 2_000
 
 
 @dataclass
@@ -51,7 +56,14 @@ def store_message(session: Session, body: bytes, *, routing_key: str | None = No
     try:
         event = parse_event(body)
     except ContractError as exc:
-        return _store_rejected(session, body, exc, routing_key)
+        return store_rejected(
+            session,
+            body,
+            reason=exc.reason,
+            routing_key=routing_key,
+            event_id=exc.event_id,
+            type_=exc.type,
+        )
     inserted = _insert_inbox(
         session,
         dedup_key=event.event_id,
@@ -59,9 +71,10 @@ def store_message(session: Session, body: bytes, *, routing_key: str | None = No
         type=event.type,
         status=ACCEPTED,
         order_ref=event.order_ref,
-        routing_key=routing_key,
+        routing_key=_storable(routing_key, 128),
         payload=event.model_dump(mode="json"),
         occurred_at=event.occurred_at,
+        **_size_and_hash(body),
     )
     if not inserted:
         # Already stored: perhaps the process died after commit but before enqueue, so the
@@ -82,26 +95,49 @@ def _insert_inbox(session: Session, **values: Any) -> bool:
     return session.execute(statement).first() is not None
 
 
-def _store_rejected(
-    session: Session, body: bytes, exc: ContractError, routing_key: str | None
+def store_rejected(
+    session: Session,
+    body: bytes,
+    *,
+    reason: str,
+    routing_key: str | None,
+    event_id: str | None = None,
+    type_: str | None = None,
 ) -> Stored:
-    raw = body.decode("utf-8", errors="replace")
-    digest = hashlib.sha256(body).hexdigest()
-    # A rejected message is keyed by its body: a redelivery of the same bytes is a duplicate,
-    # while a corrected event reusing the same event_id can still be accepted later.
+    """Keep a message that is not a storable event: its bytes, size, hash and a readable excerpt.
+
+    A rejected message is keyed by its body: a redelivery of the same bytes is a duplicate, while
+    a corrected event reusing the same event_id can still be accepted later.
+    """
     inserted = _insert_inbox(
         session,
-        dedup_key=f"rejected:{digest}",
-        event_id=exc.event_id[:128] if exc.event_id else None,
-        type=exc.type[:40] if exc.type else None,
+        dedup_key=f"rejected:{hashlib.sha256(body).hexdigest()}",
+        event_id=event_id,
+        type=type_,
         status=REJECTED,
-        reason=exc.reason,
-        routing_key=routing_key,
-        raw_body=raw[:MAX_RAW_BODY],
+        reason=reason[:MAX_REASON],
+        routing_key=_storable(routing_key, 128),
+        raw_body=safe_excerpt(body),
+        raw_bytes=body[:MAX_KEPT_BYTES],
+        **_size_and_hash(body),
     )
-    return Stored(
-        status=REJECTED if inserted else "duplicate", event_id=exc.event_id, reason=exc.reason
-    )
+    return Stored(status=REJECTED if inserted else "duplicate", event_id=event_id, reason=reason)
+
+
+def safe_excerpt(body: bytes, limit: int = MAX_EXCERPT) -> str:
+    """Text a person (and PostgreSQL) can read: bad bytes and NUL shown as escapes."""
+    text = body[:limit].decode("utf-8", errors="backslashreplace")
+    return text.replace("\x00", "\\x00")
+
+
+def _size_and_hash(body: bytes) -> dict[str, Any]:
+    return {"body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+
+
+def _storable(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return safe_excerpt(value.encode("utf-8", "backslashreplace"), limit)[:limit]
 
 
 def match_keys(event: Event) -> list[str]:

@@ -11,7 +11,7 @@ from models.events import InboxEvent
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction
 from tests.factories import events
-from worker.inbox import external_reference_for, store_message
+from worker.intake.store import external_reference_for, store_message
 
 
 def _store(session, event_or_body):
