@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra
-from bench.chaos import phases
+from bench.chaos import phases, table
 
 RESULTS = infra.ROOT / "bench" / "results"
 LOG_DIR = RESULTS / "logs" / "chaos"
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.stop()
         report["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         _write(args.output, report)
+    print()
+    print(table.markdown(report))
     print(f"results: {args.output}")
     return 2 if broken else 1 if missed else 0
 

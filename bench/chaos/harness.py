@@ -140,6 +140,9 @@ class Fleet:
     supervisor_restarts: int = 0
     manual_restarts: int = 0
     orphans: list[psutil.Process] = field(default_factory=list)
+    #: Processes that exited although this phase did not kill them: (role, exit code, last log
+    #: line). Each one counts as a manual restart.
+    unexpected_exits: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _generation: int = 0
 
@@ -219,9 +222,13 @@ class Fleet:
                     self.supervisor_restarts += 1
                 else:
                     self.manual_restarts += 1
+                    self.unexpected_exits.append(
+                        {"role": f"worker{slot + 1}", "exit_code": proc.returncode}
+                    )
                 self.procs[slot] = self._spawn(slot)
             if self.beat is not None and self.beat.poll() is not None:
                 self.manual_restarts += 1
+                self.unexpected_exits.append({"role": "beat", "exit_code": self.beat.returncode})
                 with (self.log_dir / f"{self.name}-beat.log").open("ab") as out:
                     self.beat = subprocess.Popen(
                         [

@@ -29,6 +29,7 @@ from bench.chaos.harness import (
     Publisher,
     Stack,
     by_order,
+    consuming,
     figures,
     queue_state,
     routed,
@@ -108,8 +109,19 @@ def kills(
         kinds = ["pool", "main", "group"]
         started = time.monotonic()
         for number in range(kills):
-            due = started + (number + 1) * span / (kills + 1)
+            # The kills are spread over the first 80 % of the publication.
+            due = started + (number + 1) * 0.8 * span / kills
             while time.monotonic() < due:
+                fleet.supervise()
+                time.sleep(0.2)
+            # Strike a running worker, not one still starting: Celery's start-up check exits a
+            # worker whose pool died before its consumer started (a supervisor restarts it;
+            # that is a different fault from the one this phase injects).
+            ready_by = time.monotonic() + 30
+            while time.monotonic() < ready_by and not (
+                consuming(broker_url, fleet.count)
+                and all(len(fleet.pool(slot)) >= fleet.concurrency for slot in range(fleet.count))
+            ):
                 fleet.supervise()
                 time.sleep(0.2)
             what = kinds[number % 3]
@@ -161,11 +173,14 @@ def kills(
             fleet.supervise()
         last_fault = time.monotonic()
         feeder.join(timeout=max(1.0, hard_deadline - time.monotonic()))
+        # Recovery counts from the later of the last kill and the last order published: until
+        # then the pipeline is still being fed.
+        since = time.monotonic()
         recovery = wait_settled(
             engine,
             prefix,
             scenario,
-            since=last_fault,
+            since=since,
             timeout=max(10.0, hard_deadline - time.monotonic()),
             fleet=fleet,
         )
@@ -184,6 +199,8 @@ def kills(
             kills=log,
             kills_during_redeem_call=sum(1 for k in log if k["redeem_calls_in_flight"]),
             supervisor_restarts=fleet.supervisor_restarts,
+            unexpected_exits=fleet.unexpected_exits,
+            publication_ended_s_after_last_kill=round(since - last_fault, 1),
         )
         return result
     finally:
