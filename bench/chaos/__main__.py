@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fuzz-orders", type=int, default=150)
     parser.add_argument("--garbage", type=int, default=10_000)
     parser.add_argument("--fuzz-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--fuzz-window", type=float, default=60.0, help="(e) seconds each run publishes over"
+    )
     parser.add_argument("--output", default=str(RESULTS / "chaos-latest.json"))
     return parser.parse_args(argv)
 
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 orders=args.fuzz_orders,
                 garbage=args.garbage,
                 timeout=args.fuzz_timeout,
+                window_s=args.fuzz_window,
             ),
         ),
     }

@@ -66,6 +66,8 @@ class Publisher:
         self.broker_url = broker_url
         self.exchange = Exchange(exchange, type="topic", durable=True)
         self.published = 0
+        #: Wall-clock time each body was confirmed (for per-order latency).
+        self.published_at: dict[bytes, float] = {}
 
     def send(
         self,
@@ -106,11 +108,42 @@ class Publisher:
                         )
                         index += 1
                         self.published += 1
+                        self.published_at[body] = time.time()
             except Exception:
                 if deadline is not None and time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
         return index
+
+
+def order_latencies(
+    engine: Engine, prefix: str, scenario: Scenario, publisher: Publisher
+) -> dict[str, float | None]:
+    """Per order: last outcome row - the moment its last event was confirmed by the broker."""
+    last_publish: dict[str, float] = {}
+    for event in scenario.events:
+        at = publisher.published_at.get(dumps(event))
+        if at is not None:
+            ref = str(event["order_ref"])
+            last_publish[ref] = max(at, last_publish.get(ref, 0.0))
+    with engine.connect() as conn:
+        done = conn.execute(
+            text(
+                "SELECT order_ref, extract(epoch FROM max(at)) FROM outcomes "
+                "WHERE order_ref LIKE :like GROUP BY order_ref"
+            ),
+            {"like": f"{prefix}-%"},
+        ).all()
+    values = sorted(
+        max(0.0, float(at) - last_publish[ref]) for ref, at in done if ref in last_publish
+    )
+    if not values:
+        return {"p50": None, "p95": None, "mean": None}
+    return {
+        "p50": round(values[len(values) // 2], 2),
+        "p95": round(values[min(len(values) - 1, round(0.95 * (len(values) - 1)))], 2),
+        "mean": round(sum(values) / len(values), 2),
+    }
 
 
 def routed(bodies: Iterable[bytes]) -> list[tuple[bytes, str]]:
@@ -168,6 +201,8 @@ class Fleet:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob(f"{self.name}-*"):  # logs of this run only
+            old.unlink()
         for slot in range(self.count):
             self.procs.append(self._spawn(slot))
         with (self.log_dir / f"{self.name}-beat.log").open("ab") as out:
@@ -243,6 +278,14 @@ class Fleet:
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
+
+    def task_failures(self) -> int:
+        """Tasks Celery recorded as failed ("raised unexpected") in this run's worker logs: a
+        task that meets a fault should be retried, not failed."""
+        return sum(
+            log.read_text(errors="replace").count("raised unexpected")
+            for log in self.log_dir.glob(f"{self.name}-worker*.log")
+        )
 
     def restart_all(self) -> None:
         """A manual restart of every worker (counted), for a worker that is alive but stuck."""

@@ -31,6 +31,7 @@ from bench.chaos.harness import (
     by_order,
     consuming,
     figures,
+    order_latencies,
     queue_state,
     routed,
     traffic,
@@ -194,6 +195,7 @@ def kills(
             manual_restarts=fleet.manual_restarts,
             dead_lettered=_dead_letters(broker_url),
         )
+        result["tasks_failed"] = fleet.task_failures()
         result.update(
             orders=orders,
             kills=log,
@@ -272,6 +274,7 @@ def broker(
                 manual_restarts=fleet.manual_restarts - manual_before,
                 dead_lettered=_dead_letters(rabbit.broker_url) - dead_before,
             )
+            result["tasks_failed"] = fleet.task_failures()
             result.update(outage_s=round(back - down_at, 1), workers_reconsuming_s=reconnect)
             # The sandbox's redeem audit is per run: clear it (the next run has its own refs).
             runs.append(result)
@@ -345,11 +348,8 @@ def database(
             manual_restarts=fleet.manual_restarts,
             dead_lettered=_dead_letters(broker_url),
         )
+        result["tasks_failed"] = fleet.task_failures()
         with engine.connect() as conn:
-            result["tasks_failed_in_logs"] = sum(
-                log.read_text(errors="replace").count("PendingRollbackError")
-                for log in log_dir.glob("pg-worker*.log")
-            )
             result["outcome_rows"] = int(
                 conn.execute(text("SELECT count(*) FROM outcomes")).scalar() or 0
             )
@@ -439,6 +439,7 @@ def platform(
             manual_restarts=fleet.manual_restarts,
             dead_lettered=_dead_letters(broker_url),
         )
+        result["tasks_failed"] = fleet.task_failures()
         result.update(
             faults={**faults, "client_timeout_s": timeout_s, "429_bursts": f"{bursts} x 10"},
             sandbox_by_status=stats.get("by_status", {}),
@@ -462,7 +463,7 @@ def hostile_input(
     orders: int,
     garbage: int,
     timeout: float,
-    window_s: float = 30.0,
+    window_s: float = 60.0,
 ) -> dict[str, Any]:
     """A baseline (the valid orders alone), then the same number of other valid orders with
     ``garbage`` unique hostile messages spread evenly between their events. Both runs publish
@@ -535,6 +536,7 @@ def hostile_input(
             recovery_s=fuzz_s,
             manual_restarts=fleet.manual_restarts,
         )
+        result["tasks_failed"] = fleet.task_failures()
         stored_total = rows - rows_before
         result.update(
             hostile_messages=len(junk),
@@ -552,6 +554,12 @@ def hostile_input(
             baseline_s=base_s,
             with_garbage_s=fuzz_s,
             slowdown=(round(fuzz_s / base_s, 2) if fuzz_s and base_s else None),
+            # From the last publish (the end of the garbage) until the valid orders settled.
+            recovery_s=(round(fuzz_s - publish_s, 1) if fuzz_s is not None else None),
+            latency_per_order_s={
+                "baseline": order_latencies(engine, "base", baseline, base_pub),
+                "with_garbage": order_latencies(engine, "fuzz", valid, publisher),
+            },
             baseline=base_fig,
         )
         return result

@@ -30,6 +30,11 @@ def _cell(value: Any, ok: bool | None) -> str:
     return f"**{shown}**" if ok is False else shown
 
 
+def _latency(fig: dict[str, Any], run: str) -> str:
+    values = fig.get("latency_per_order_s", {}).get(run, {})
+    return f"{values.get('p50')}/{values.get('p95')}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     head = "| phase | " + " | ".join(COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
@@ -43,7 +48,9 @@ def markdown(report: dict[str, Any]) -> str:
         if "slowdown" in fig:
             extra = (
                 f"{_cell(fig['slowdown'], marks.get('slowdown'))}x slower "
-                f"({fig.get('with_garbage_s')} s vs {fig.get('baseline_s')} s); "
+                f"({fig.get('with_garbage_s')} s vs {fig.get('baseline_s')} s to settle); "
+                f"latency per order p50/p95 {_latency(fig, 'with_garbage')} s vs "
+                f"{_latency(fig, 'baseline')} s; "
                 f"{fig.get('published_total'):,} published = {fig.get('inbox_rows'):,} inbox "
                 f"rows + {fig.get('dead_lettered'):,} dead letters"
                 f" + {fig.get('still_queued', 0):,} still queued"
