@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fuzz-window", type=float, default=60.0, help="(e) seconds each run publishes over"
     )
     parser.add_argument("--output", default=str(RESULTS / "chaos-latest.json"))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other phases already in --output (each phase records its own revision)",
+    )
     return parser.parse_args(argv)
 
 
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "phases": {},
     }
+    if args.merge and Path(args.output).exists():
+        report["phases"] = json.loads(Path(args.output).read_text()).get("phases", {})
     runs: dict[str, tuple[str, Callable[[infra.SandboxProcess], dict[str, Any]]]] = {
         "a": (
             "kills",
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             name, run = runs[key]
             print(f"({key}) {name} ...", flush=True)
             started = time.monotonic()
+            stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             try:
                 result = run(sandbox)
             except KeyboardInterrupt:
@@ -161,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"error": f"{type(exc).__name__}: {exc}"}
                 broken = True
             result["phase_s"] = round(time.monotonic() - started, 1)
-            report["phases"][key] = {"name": name, **result}
+            report["phases"][key] = {
+                "name": name,
+                "revision": report["revision"],
+                "started_at": stamp,
+                **result,
+            }
+            result = report["phases"][key]  # verdicts are recorded on the report itself
             for label, figures in [
                 (f"outage {r.get('outage_s')} s", r) for r in result.get("runs", [])
             ] or [(name, result)]:

@@ -215,6 +215,12 @@ class Fleet:
                 start_new_session=True,
             )
 
+    def age(self, slot: int) -> float:
+        """Seconds since the worker in ``slot`` was started."""
+        with contextlib.suppress(psutil.Error):
+            return time.time() - psutil.Process(self.procs[slot].pid).create_time()
+        return 0.0
+
     def pool(self, slot: int) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
             return psutil.Process(self.procs[slot].pid).children(recursive=True)
@@ -223,6 +229,7 @@ class Fleet:
     def kill(self, slot: int, what: str) -> list[int]:
         """SIGKILL the pool processes, the main process, or the whole process group of a worker.
         Returns the pids signalled."""
+        self.supervise()  # a worker that exited on its own is counted as such, not as killed
         proc = self.procs[slot]
         children = self.pool(slot)
         with self._lock:
@@ -389,15 +396,20 @@ def counts(engine: Engine, prefix: str) -> dict[str, Any]:
 
 
 def settled(engine: Engine, prefix: str, scenario: Scenario) -> bool:
+    return _unsettled(engine, prefix, scenario) == 0
+
+
+def _unsettled(engine: Engine, prefix: str, scenario: Scenario) -> int | None:
+    """Messages not yet stored + items not yet terminal (None while the database is down)."""
     try:
         state = counts(engine, prefix)
     except Exception:  # the database may be the thing that is down
-        return False
+        return None
     expected_items = scenario.items + scenario.redeem_requests
     return (
-        state["stored"] >= len(scenario.events)
-        and state["items"] >= expected_items
-        and state["open"] == 0
+        max(0, len(scenario.events) - state["stored"])
+        + max(0, expected_items - state["items"])
+        + state["open"]
     )
 
 
@@ -409,15 +421,23 @@ def wait_settled(
     since: float,
     timeout: float,
     fleet: Fleet | None = None,
+    trace: list[tuple[float, int | None]] | None = None,
 ) -> float | None:
     """Seconds from ``since`` (monotonic) until every message is stored and every item
-    terminal; None when ``timeout`` (from now) passed first. The supervisor runs meanwhile."""
+    terminal; None when ``timeout`` (from now) passed first. The supervisor runs meanwhile.
+    ``trace`` gets (seconds since ``since``, messages + items still open) every ~5 s."""
     deadline = time.monotonic() + timeout
+    last_trace = 0.0
     while time.monotonic() < deadline:
         if fleet is not None:
             fleet.supervise()
-        if settled(engine, prefix, scenario):
-            return round(time.monotonic() - since, 1)
+        left = _unsettled(engine, prefix, scenario)
+        now = time.monotonic()
+        if trace is not None and (now - last_trace >= 5.0 or left == 0):
+            trace.append((round(now - since, 1), left))
+            last_trace = now
+        if left == 0:
+            return round(now - since, 1)
         time.sleep(0.5)
     return None
 

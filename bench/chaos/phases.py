@@ -45,6 +45,8 @@ REDEEM_PATH = "/v1.1/points/redeem"
 #: Items must all be terminal within this long after the fault ends (the target); the phase
 #: waits a little longer so that a miss is measured rather than cut off.
 RECOVERY_TARGET_S = 60.0
+#: (a) a worker is struck only once it has been up this long (see the kill loop).
+STARTUP_S = 15.0
 
 
 def _shared_backend(prefix: str) -> tuple[str, str, str]:
@@ -115,13 +117,15 @@ def kills(
             while time.monotonic() < due:
                 fleet.supervise()
                 time.sleep(0.2)
-            # Strike a running worker, not one still starting: Celery's start-up check exits a
-            # worker whose pool died before its consumer started (a supervisor restarts it;
-            # that is a different fault from the one this phase injects).
-            ready_by = time.monotonic() + 30
+            # Strike running workers, not one still starting: Celery checks once, as its
+            # consumer starts, that no pool process has died, and exits with "Could not start
+            # worker processes" otherwise (a supervisor restarts it). That is a start-up fault,
+            # not the one this phase injects, so each worker gets STARTUP_S first.
+            ready_by = time.monotonic() + 40
             while time.monotonic() < ready_by and not (
                 consuming(broker_url, fleet.count)
                 and all(len(fleet.pool(slot)) >= fleet.concurrency for slot in range(fleet.count))
+                and all(fleet.age(slot) >= STARTUP_S for slot in range(fleet.count))
             ):
                 fleet.supervise()
                 time.sleep(0.2)
@@ -177,11 +181,13 @@ def kills(
         # Recovery counts from the later of the last kill and the last order published: until
         # then the pipeline is still being fed.
         since = time.monotonic()
+        trace: list[tuple[float, int | None]] = []
         recovery = wait_settled(
             engine,
             prefix,
             scenario,
             since=since,
+            trace=trace,
             timeout=max(10.0, hard_deadline - time.monotonic()),
             fleet=fleet,
         )
@@ -203,6 +209,7 @@ def kills(
             supervisor_restarts=fleet.supervisor_restarts,
             unexpected_exits=fleet.unexpected_exits,
             publication_ended_s_after_last_kill=round(since - last_fault, 1),
+            open_after_last_fault=trace,
         )
         return result
     finally:
