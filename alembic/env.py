@@ -40,7 +40,8 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = build_engine(_url())
+    # The migrations are what creates a new SQLite file.
+    engine = build_engine(_url(), create=True)
     with engine.connect() as connection:
         _configure(connection)
         with context.begin_transaction():

@@ -3,6 +3,7 @@
 from models.base import Base
 from models.deliveries import TaskDelivery
 from models.events import InboxEvent
+from models.operator_log import OperatorAction
 from models.outcomes import Outcome
 from models.ratelimit import RateLimitState
 from models.redemptions import PointsRedeemRequest, Redemption
@@ -12,6 +13,7 @@ from models.vendor import VendorConfigState
 __all__ = [
     "Base",
     "InboxEvent",
+    "OperatorAction",
     "Outcome",
     "PointsRedeemRequest",
     "RateLimitState",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, intpk, utc_time, utcnow
@@ -16,6 +16,8 @@ REJECTED = "rejected"
 
 class InboxEvent(Base):
     __tablename__ = "inbox_events"
+    # Rejected messages, newest first in a window (`recon audit rejected`, the web page).
+    __table_args__ = (Index("ix_inbox_events_status_received_at", "status", "received_at"),)
 
     id: Mapped[intpk]
     # The idempotency key: the event's own event_id, or for a message without a usable one a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, intpk, points, utc_time, utcnow
@@ -26,6 +26,9 @@ UNKNOWN = "unknown"
 SKIPPED = "skipped"
 OPEN_STATES = (PENDING, RETRYING, GAVE_UP)
 
+_BILLED = text("transaction_id IS NOT NULL")
+_UNBILLED = text("transaction_id IS NULL")
+
 
 class Redemption(Base):
     __tablename__ = "redemptions"
@@ -33,6 +36,22 @@ class Redemption(Base):
         UniqueConstraint("kind", "redemption_id"),
         UniqueConstraint("kind", "external_reference_number"),
         Index("ix_redemptions_state_updated_at", "state", "updated_at"),
+        # The metrics' gauges, read on every scrape: open work that has its bill, oldest first,
+        # and redemptions still waiting for one. Partial, so neither walks past the other.
+        Index(
+            "ix_redemptions_billed_state_created_at",
+            "state",
+            "created_at",
+            postgresql_where=_BILLED,
+            sqlite_where=_BILLED,
+        ),
+        Index(
+            "ix_redemptions_unbilled_kind_created_at",
+            "kind",
+            "created_at",
+            postgresql_where=_UNBILLED,
+            sqlite_where=_UNBILLED,
+        ),
     )
 
     id: Mapped[intpk]
@@ -64,7 +83,10 @@ class PointsRedeemRequest(Base):
     """A `points.redeem_requested` event: spends a customer's points, so it must happen once."""
 
     __tablename__ = "points_redeem_requests"
-    __table_args__ = (Index("ix_points_redeem_requests_state_updated_at", "state", "updated_at"),)
+    __table_args__ = (
+        Index("ix_points_redeem_requests_state_updated_at", "state", "updated_at"),
+        Index("ix_points_redeem_requests_state_created_at", "state", "created_at"),
+    )
 
     id: Mapped[intpk]
     event_id: Mapped[str] = mapped_column(String(128), unique=True)

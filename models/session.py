@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
@@ -24,9 +25,29 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def build_engine(url: str, **options: Any) -> Engine:
+class MissingDatabase(ValueError):
+    """A SQLite file that does not exist: connecting would create an empty one."""
+
+
+def _check_sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise MissingDatabase(
+            f"the SQLite database {database} does not exist (in {Path.cwd()}): run "
+            "`recon migrate` to create it, `recon demo` for the demo's, or set "
+            "RECON_DATABASE_URL"
+        )
+
+
+def build_engine(url: str, *, create: bool = False, **options: Any) -> Engine:
+    """An engine for ``url``. A SQLite file must exist unless ``create`` (the migrations):
+    opening a missing one would leave an empty file behind a failed command."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        if not create:
+            _check_sqlite_file(url)
         # The embedded demo shares one file between threads; WAL lets readers run beside
         # the writer, and a generous busy timeout turns lock contention into waiting.
         engine = create_engine(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -111,21 +112,32 @@ from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from models.session import build_engine  # noqa: E402
-from tests import services  # noqa: E402
+from tests import services, shipped  # noqa: E402
 from worker import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
-    "inbox_events, rate_limits, vendor_configs, task_deliveries"
+    "inbox_events, rate_limits, vendor_configs, task_deliveries, operator_log"
 )
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, built by the migrations."""
     url = services.create_database()
     try:
-        migrate.upgrade(url)
+        if shipped.VENV:
+            # The installed wheel's own `recon migrate`: its migrations are the ones that ship.
+            subprocess.run(
+                [shipped.RECON, "migrate"],
+                env=shipped.product_env({"RECON_DATABASE_URL": url}),
+                cwd=tmp_path_factory.mktemp("migrate"),
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        else:
+            migrate.upgrade(url)
         yield url
     finally:
         services.drop_database(url)

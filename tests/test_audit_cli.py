@@ -6,7 +6,10 @@ import csv
 import datetime as dt
 import io
 import json
+import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,6 +20,7 @@ from models.session import engine_for
 from tests.factories.outcomes import NOW, make_outcome, make_outcomes
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
+from worker import migrate
 from worker.cli import audit as audit_cli
 from worker.cli import cli
 
@@ -25,10 +29,35 @@ FORMATS = ("table", "json", "csv")
 Recon = Callable[..., Result]
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database built by the migrations, copied for each test."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path) -> str:
+    """Every audit command runs on both databases the product supports."""
+    if request.param == "postgresql":
+        request.getfixturevalue("clean_db")
+        return request.getfixturevalue("pg_url")
+    path = tmp_path / "recon.sqlite3"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def recon(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
+def session(db_url: str) -> Iterator[Session]:
+    with Session(engine_for(db_url), expire_on_commit=False) as db_session:
+        yield db_session
+
+
+@pytest.fixture
+def recon(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
     """Runs `recon audit ...` against the test database and returns click's Result."""
-    monkeypatch.setenv("RECON_DATABASE_URL", pg_url)
+    monkeypatch.setenv("RECON_DATABASE_URL", db_url)
     audit_cli.register(cli)
     runner = CliRunner()
 
@@ -36,7 +65,7 @@ def recon(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recon]:
         return runner.invoke(cli, ["audit", *args], catch_exceptions=False)
 
     yield run
-    engine_for(pg_url).dispose()
+    engine_for(db_url).dispose()
 
 
 def parsed(result: Result, fmt: str) -> list[dict]:
@@ -392,3 +421,32 @@ def test_an_unreachable_database_is_a_one_line_error(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     assert "cannot query the database" in result.stderr
     assert "hunter2" not in result.output
+
+
+def _screen(text: str) -> list[str]:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
+
+
+@pytest.mark.usefixtures("history")
+def test_tables_fit_an_80_column_terminal_and_wide_shows_every_column(
+    recon: Recon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rich reads these as a terminal of 80 columns (what `recon audit` sees in a small window).
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    narrow = _screen(recon("bill", "B-1").stdout)
+    wide = _screen(recon("bill", "B-1", "--wide").stdout)
+
+    assert max(len(line) for line in narrow) <= 80
+    assert max(len(line) for line in wide) <= 80
+    header = next(line for line in narrow if " at " in f" {line} ")
+    for column in ("at", "redemption_id", "status", "code", "message"):
+        assert column in header.split(), header
+    body = " ".join(narrow)
+    assert "busy" in body  # the message column has room for its text
+    assert "retrying" in body
+    assert "O-1" not in body  # order_ref is one of the columns --wide adds
+    assert "--wide" in body
+    assert "O-1" in " ".join(wide)

@@ -323,7 +323,8 @@ def test_a_refused_vendor_configuration_is_rejected_with_the_platforms_code(
     config = {key: value for key, value in VENDOR_CONFIG.items() if key != "redemptionType"}
     with pytest.raises(Rejected) as refused:
         client.vendor.update_vendor_redemption(redemption_id=25772, brand_id=61, config=config)
-    assert refused.value.code is not None
-    assert refused.value.code != 5016
+    # The platform's page documents only the success code (5016); the sandbox's refusal codes
+    # are its own, listed in sandbox/README.md: 9402 is a missing or unknown redemptionType.
+    assert refused.value.code == 9402
     assert refused.value.exchange is not None
     assert refused.value.exchange.http_status == 400

@@ -61,7 +61,7 @@ def test_both_arrival_orders_reconcile_every_item_once(workers, clean_db, sandbo
     workers.start()
     workers.publish(*(events.body(event) for event in ordered))
     wait_for(lambda: settled(clean_db, 3))
-    time.sleep(0.5)  # let any stray duplicate task finish before counting
+    workers.wait_until_idle()  # any stray duplicate has run before we count
     assert sorted(outcome_rows(clean_db)) == [
         ("1001", 761, "succeeded"),
         ("1002", 761, "succeeded"),
@@ -79,7 +79,7 @@ def test_duplicate_delivery_changes_nothing_and_sends_nothing_twice(workers, cle
     workers.publish(coupon, bill, coupon, bill, coupon)
     wait_for(lambda: settled(clean_db, 1))
     wait_for(lambda: len(inbox(clean_db)) == 2)
-    time.sleep(1.0)
+    workers.wait_until_idle()
     assert outcome_rows(clean_db) == [("2001", 761, "succeeded")]
     assert sandbox.coupon(2001)["update_count"] == 1
     # Secrets stay secret: the worker's whole log holds neither the password nor its forms.
@@ -130,7 +130,7 @@ def test_a_pool_process_killed_mid_task_still_reconciles_the_order_once(workers,
     [child] = workers.pool_children(worker)
     child.send_signal(signal.SIGKILL)
     wait_for(lambda: settled(clean_db, 1), timeout=60)
-    time.sleep(1.0)
+    workers.wait_until_idle()
     assert outcome_rows(clean_db) == [("4001", 761, "succeeded")]
     assert worker.poll() is None
 
@@ -197,6 +197,7 @@ def test_a_lost_redeem_answer_takes_the_points_once_through_the_whole_pipeline(
     workers.publish(events.body(request), events.body(request))  # redelivered, too
     workers.publish(events.body(events.transaction_completed("e2e-6", MOBILE)))
     wait_for(lambda: settled(clean_db, 1), timeout=60)
+    workers.wait_until_idle()
     stats = sandbox.stats()
     assert len(stats["redeem_requests"]) == 1  # one distinct external_reference_number
     assert list(stats["redeem_effects"].values()) == [1]

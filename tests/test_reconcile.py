@@ -70,6 +70,42 @@ def test_invalid_coupon_id_is_failed_with_510_and_batch_is_762(clean_db, client,
     assert state_of(clean_db, "13") == "failed"
 
 
+def test_one_coupon_id_beyond_the_java_long_max_fails_alone_and_its_siblings_are_sent(
+    clean_db, client, sandbox
+):
+    """A row the platform could never accept (stored before the contract bounded coupon ids)
+    gets its own local 510; the customer's other coupons on the bill still go out."""
+    sandbox.register_coupon(41, "919844444444")
+    publish(
+        clean_db,
+        events.coupon_redeemed("o-4", 41, "919844444444"),
+        events.transaction_completed("o-4", "919844444444"),
+    )
+    with unit_of_work(clean_db) as session:
+        first = session.scalars(select(Redemption)).one()
+        session.add(
+            Redemption(
+                kind="coupon",
+                redemption_id=str(9_223_372_036_854_775_807 + 1),
+                order_ref="o-4",
+                customer_type="mobile",
+                customer_value="919844444444",
+                event_id="legacy-1",
+                transaction_id=first.transaction_id,
+            )
+        )
+        session.commit()
+    report = reconcile_order(clean_db, client, order_ref="o-4", policy=POLICY)
+    assert report.calls == 1
+    rows = {(o.redemption_id, o.code, o.status, o.http_status) for o in outcomes(clean_db)}
+    assert rows == {
+        ("41", 761, "succeeded", 200),
+        ("9223372036854775808", 510, "failed", None),  # refused here, never sent
+    }
+    sent = sandbox.requests(COUPON_PATH)
+    assert [item["redemptionId"] for item in sent[0]["body"]["redemptions"]] == [41]
+
+
 def test_coupons_of_two_customers_on_one_bill_take_one_call_each(clean_db, client, sandbox):
     for number, mobile in ((21, "919822222221"), (22, "919822222221"), (23, "919822222222")):
         sandbox.register_coupon(number, mobile)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,19 +12,18 @@ from typing import Any
 import psutil
 from kombu import Connection
 
+from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
 from worker.publishing import publish_bodies
-from worker.queues import task_queue
+from worker.queues import TASK_QUEUE, task_queue
 from worker.settings import load_settings
-
-RECON = str(Path(sys.executable).parent / "recon")
 
 
 class Workers:
     """Starts workers against one database, vhost and sandbox; stops them all at the end."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = {**os.environ, **env}
+        self.env = product_env(env)
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.settings = load_settings(env)
@@ -38,6 +35,8 @@ class Workers:
         process = subprocess.Popen(
             [RECON, "worker", "-c", str(concurrency), "-n", f"{name}@%h"],
             env={**self.env, **extra_env},
+            # Not the checkout: the installed product must find everything it needs itself.
+            cwd=self.log_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -62,6 +61,39 @@ class Workers:
             for queue in (events_queue_for(self.settings), task_queue()):
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
+
+    def unfinished(self) -> dict[str, int]:
+        """Messages of the events and task queues not yet done: ready plus unacknowledged.
+
+        The intake acknowledges an event after its rows are committed and its task enqueued; a
+        task is acknowledged after it ran (a retry waiting for its countdown stays unacked on
+        the worker), so 0 in both means no work is queued, running or waiting to run.
+        """
+        vhost = self.settings.broker_url.rsplit("/", 1)[1] or "/"
+        listing = subprocess.run(
+            [
+                "rabbitmqctl",
+                "-q",
+                "list_queues",
+                "-p",
+                vhost,
+                "--no-table-headers",
+                "name",
+                "messages",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
+        names = (self.settings.events_queue, TASK_QUEUE)
+        return {name: int(counts.get(name, 0)) for name in names}
+
+    def wait_until_idle(self, timeout: float = 60.0) -> None:
+        """Poll until the queues are empty and no worker holds a message, twice in a row."""
+        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
+        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
 
     def pool_children(self, process: subprocess.Popen[bytes]) -> list[psutil.Process]:
         return psutil.Process(process.pid).children(recursive=True)

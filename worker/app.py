@@ -1,11 +1,14 @@
 """The Celery app: queues, at-least-once settings, schedules, logging and process signals.
 
-The app object exists at import (tasks register on it) but holds no configuration and opens no
-connection until ``configure(settings)`` is called by the command that runs it.
+The app object exists at import (tasks register on it) but opens no connection and reads no
+environment at import. A `recon` command applies its settings with ``configure(settings)``; any
+other user of the app (``celery -A worker.app inspect ping``, Flower) gets the same
+configuration from the ``RECON_*`` environment the first time Celery needs it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +16,10 @@ import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
 
+from worker import exporter
 from worker.logging import configure_logging, is_configured
-from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue
-from worker.settings import Settings, SettingsError
+from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, declare_topology, task_queue
+from worker.settings import Settings, SettingsError, load_settings
 
 app = Celery("recon", include=["worker.tasks"])
 
@@ -48,7 +52,19 @@ def parse_cron(expression: str) -> crontab:
 
 def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     """Apply the settings to the app; ``embedded`` is the one-process demo."""
-    app.conf.update(
+    global _configured_by_command
+    _configured_by_command = True
+    app.conf.update(celery_config(settings, embedded=embedded))
+    from worker.intake.consumer import IntakeConsumer
+
+    if IntakeConsumer not in app.steps["consumer"]:
+        app.steps["consumer"].add(IntakeConsumer)
+    return app
+
+
+def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, Any]:
+    """Celery's configuration for ``settings``."""
+    config: dict[str, Any] = dict(
         broker_url=settings.broker_url,
         # A broker outage of any length is waited out (with back-off), never given up on.
         broker_connection_retry_on_startup=True,
@@ -69,7 +85,10 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events let Flower and `celery events` show every task; RECON_TASK_EVENTS=false
+        # turns them off (one event message per task state change on the broker).
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         enable_utc=True,
         timezone="UTC",
         beat_schedule={
@@ -87,12 +106,46 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     )
     if embedded:
         # The in-memory transport polls; its default of once a second would pace the demo.
-        app.conf.broker_transport_options = {"polling_interval": 0.01}
-    from worker.intake.consumer import IntakeConsumer
+        config["broker_transport_options"] = {"polling_interval": 0.01}
+    return config
 
-    if IntakeConsumer not in app.steps["consumer"]:
-        app.steps["consumer"].add(IntakeConsumer)
-    return app
+
+_configured_by_command = False
+
+
+def _environment_defaults() -> dict[str, Any]:
+    # Celery calls this the first time its configuration is read (not at import), and only
+    # as defaults: whatever configure(settings) set wins. A bad RECON_* value fails here with
+    # the settings' own one-line message.
+    if _configured_by_command:
+        return {}
+    return celery_config(load_settings())
+
+
+app.add_defaults(_environment_defaults)
+
+
+def default_node_name() -> str:
+    """``recon-<pid>@<host>``: unique per process on a host, so N workers need no flags.
+
+    Celery's own default (``celery@%h``) is the same for every worker on a host, and the second
+    one dies on its locked pidbox queue; none of Celery's %h/%n/%i placeholders holds a pid.
+    """
+    return f"recon-{os.getpid()}@%h"
+
+
+def declare_all(settings: Settings) -> None:
+    """Declare every exchange and queue, dead letters first (``recon declare``; the worker does
+    the same at start)."""
+    from kombu import Connection
+
+    from worker.intake.consumer import events_queue_for
+
+    with Connection(settings.broker_url, connect_timeout=10) as connection:
+        connection.ensure_connection(max_retries=3)
+        declare_topology(
+            connection, events=events_queue_for(settings), task_queue_names=task_queue_names()
+        )
 
 
 def settings_of(celery_app: Celery) -> Settings:
@@ -108,10 +161,11 @@ def run_worker(
     # Refuse to start without a way to authenticate, rather than fail every task later.
     settings.require_credentials()
     configure(settings)
+    exporter.start_for_worker(settings)  # before the pool forks: children inherit its directory
     argv = [
         "worker",
         "--queues",
-        TASK_QUEUE,
+        ",".join(task_queue_names()),
         "--concurrency",
         str(concurrency),
         "--loglevel",
@@ -119,13 +173,13 @@ def run_worker(
         "--without-gossip",
         "--without-mingle",
     ]
-    if hostname:
-        argv += ["--hostname", hostname]
+    argv += ["--hostname", hostname or default_node_name()]
     app.worker_main([*argv, *extra])
 
 
 def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
     configure(settings)
+    exporter.start_for_beat(settings)
     app.start(["beat", "--loglevel", settings.log_level, *extra])
 
 

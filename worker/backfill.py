@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.redemptions import FAILED, OPEN_STATES, PENDING, SUCCEEDED, Redemption
 from models.session import unit_of_work
+from worker import metrics
 from worker.loyalty import LoyaltyClient
 from worker.reconcile import reconcile_order
 from worker.recording import Policy
@@ -154,6 +155,8 @@ def _redrive(
             .values(state=PENDING, attempts=0)
         )
         session.commit()
+    for kind, count in Counter(candidate.kind for candidate in chunk).items():
+        metrics.backfill_redriven(kind, count)
     summary.redriven += len(ids)
     orders = sorted({candidate.order_ref for candidate in chunk})
     summary.orders += len(orders)

@@ -27,9 +27,10 @@ from worker.cli.output import render
 from worker.logging import configure_logging
 from worker.publishing import dumps, publish_bodies
 from worker.scenario import build_scenario, register_with_sandbox
-from worker.settings import load_settings
+from worker.settings import DEFAULT_DATABASE_URL, load_settings
 
-DEMO_DB = Path("recon-demo.sqlite3")
+# The default database, so that `recon audit ...` as written in the README reads the demo's.
+DEMO_DB = Path(DEFAULT_DATABASE_URL.removeprefix("sqlite:///"))
 DEMO_USER, DEMO_PASSWORD = "demo.till", "demo-password"
 INJECTED_5XX = 3
 TRAIL_FIELDS = (
@@ -128,6 +129,15 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
             leftover.unlink()
     verdict = "all items reached an outcome" if finished else "[red]timed out[/]"
     console.print(f"{verdict} in {elapsed:.1f} s")
+    if keep:
+        console.print(
+            f"The demo's database is {DEMO_DB.resolve()}: try `recon audit summary` or "
+            f"`recon audit order {scenario.invalid_coupon_order or 'demo-7-000000'}` here "
+            "(with RECON_DATABASE_URL unset). `recon demo` replaces it; "
+            f"`rm {DEMO_DB}*` starts clean.",
+            markup=False,
+            highlight=False,
+        )
     return 0 if finished else 1
 
 

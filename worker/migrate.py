@@ -1,7 +1,15 @@
-"""Run Alembic programmatically, so `recon migrate` works from any directory."""
+"""Run Alembic programmatically, so `recon migrate` works from any directory.
+
+The migration scripts live in the repository's ``alembic/`` folder, which the wheel ships as the
+package ``recon_migrations`` (see setup.py): a package named ``alembic`` would shadow the Alembic
+library. An installed product finds them through that package; a checkout without an install
+falls back to the folder itself. The settings that ``alembic.ini`` holds for Alembic's own
+command line are set here in code, so no ini file has to travel.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from alembic import command
@@ -9,12 +17,31 @@ from alembic.config import Config
 
 from models.session import normalise_url
 
-ROOT = Path(__file__).resolve().parent.parent
+CHECKOUT_SCRIPTS = Path(__file__).resolve().parent.parent / "alembic"
+FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s"
+
+
+def script_location() -> Path:
+    """The folder holding env.py and versions/ (installed package first, then the checkout)."""
+    spec = importlib.util.find_spec("recon_migrations")
+    # The package has no __init__.py (the repository folder must not become an `alembic`
+    # package), so it is a namespace package: its folder is its search location.
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / "env.py").is_file():
+            return Path(folder)
+    if (CHECKOUT_SCRIPTS / "env.py").is_file():
+        return CHECKOUT_SCRIPTS
+    raise RuntimeError(
+        "the migration scripts are missing: neither the recon_migrations package nor an "
+        "alembic/ folder next to the worker package holds env.py (a broken install?)"
+    )
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.set_main_option("file_template", FILE_TEMPLATE)
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = normalise_url(database_url)
     return config
 

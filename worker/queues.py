@@ -34,6 +34,8 @@ DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_EXCHANGE.name}
 REASON_HEADER = "x-recon-reason"
 ORIGINAL_EXCHANGE_HEADER = "x-recon-original-exchange"
 ORIGINAL_ROUTING_KEY_HEADER = "x-recon-original-routing-key"
+#: When it was dead-lettered (ISO 8601, UTC), so `recon dead purge --older-than` can age it.
+DEAD_AT_HEADER = "x-recon-dead-at"
 
 
 def task_queue(name: str = TASK_QUEUE) -> Queue:

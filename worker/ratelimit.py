@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from worker import metrics
+
 _PG_TAKE = text("""
     INSERT INTO rate_limits AS r (key, tat)
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :interval)
@@ -85,8 +87,11 @@ class GlobalRateLimiter:
         while True:
             wait = self.try_acquire()
             if wait == 0.0:
+                metrics.ratelimit_slot()
                 return
             if waited + wait > self.max_wait_seconds:
+                metrics.ratelimit_deferral()
                 raise Throttled(wait)
+            metrics.ratelimit_wait(wait)
             time.sleep(wait)
             waited += wait

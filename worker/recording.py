@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from models.outcomes import Outcome
 from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
 from models.transactions import Transaction
+from worker import metrics
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
 
 #: Celery's retry message must come back before RabbitMQ's consumer_timeout (30 min): a wait
@@ -121,6 +122,7 @@ def add_outcome(
         operator=operator,
     )
     session.add(outcome)
+    metrics.outcome_recorded(session, kind=kind, status=verdict.status, code=verdict.code)
     return outcome
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -46,6 +46,44 @@ class _EnvModel(BaseModel):
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
     rate_limit_per_minute: int = Field(1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1)
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+    metrics_port: int | None = Field(None, alias="RECON_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
+    metrics_dir: str = Field("", alias="RECON_METRICS_DIR")
+    unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
+    web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
+    task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        # Found here, the message names the variable; found by SQLAlchemy later, a traceback.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(value).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError):
+            raise ValueError(
+                "not a database URL SQLAlchemy can use (examples: "
+                "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
+            ) from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_parses(cls, value: str) -> str:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in TRANSPORT_ALIASES:
+            raise ValueError("not a broker URL (example: amqp://user:password@host:5672//)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        # `debug` and `DEBUG` mean the same to people; logging wants upper case.
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 #: variable name -> one-line description, in README order.
@@ -60,7 +98,7 @@ ENV_VARS: dict[str, str] = {
     "RECON_SWEEP_AFTER_SECONDS": "how long work may stay pending before the sweeper re-enqueues it",
     "RECON_RETRY_BASE_SECONDS": "first retry delay; doubles each attempt, jittered, capped at 600",
     "RECON_DELIVERY_LIMIT": "times a message may come back to a queue before it is dead-lettered",
-    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (any case)",
     "LOYALTY_API_URL": "base URL of the loyalty platform",
     "LOYALTY_API_USERNAME": "till username for Basic auth",
     "LOYALTY_API_PASSWORD": "till password (sent MD5-hashed, never logged)",
@@ -69,6 +107,12 @@ ENV_VARS: dict[str, str] = {
     "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
     "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers",
     "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
+    "RECON_METRICS_PORT": "port of /metrics for this recon worker or beat (unset: not served)",
+    "RECON_METRICS_HOST": "address /metrics binds to",
+    "RECON_METRICS_DIR": "where each worker makes its fresh multiprocess metrics directory",
+    "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
+    "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
+    "RECON_TASK_EVENTS": "send Celery task events (Flower, `celery events`); false turns them off",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -98,6 +142,12 @@ class Settings:
     loyalty_brand_id: int | None
     rate_limit_per_minute: int
     http_timeout_seconds: float
+    metrics_port: int | None
+    metrics_host: str
+    metrics_dir: str
+    unmatched_after_seconds: int
+    web_token: SecretStr
+    task_events: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -129,7 +179,7 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in _EnvModel.model_fields}
         values.update(changes)
-        for name in ("loyalty_api_password", "loyalty_client_secret"):
+        for name in ("loyalty_api_password", "loyalty_client_secret", "web_token"):
             if isinstance(values[name], str):
                 values[name] = SecretStr(values[name])
         return Settings(**values)
@@ -151,5 +201,5 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         alias = str(error["loc"][0]) if error["loc"] else "?"
-        problems.append(f"{alias}: {error['msg']}")
+        problems.append(f"{alias}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid configuration: " + "; ".join(problems)

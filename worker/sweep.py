@@ -14,6 +14,7 @@ from sqlalchemy import Engine, and_, or_, select
 from models.redemptions import IN_FLIGHT, PENDING, RETRYING, PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
+from worker import metrics
 from worker.intake.store import Stored
 from worker.locks import lock_scope
 from worker.recording import MAX_BACKOFF_SECONDS
@@ -66,6 +67,8 @@ def find_stuck_work(
                     select(PointsRedeemRequest.id).where(stale_requests).limit(MAX_PER_SWEEP)
                 )
             )
+    metrics.sweeper_reenqueued("order", len(found.orders))
+    metrics.sweeper_reenqueued("redeem_request", len(found.redeem_requests))
     if found.orders or found.redeem_requests:
         log.info(
             "sweep.found", orders=len(found.orders), redeem_requests=len(found.redeem_requests)

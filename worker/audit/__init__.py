@@ -23,8 +23,10 @@ from worker.audit.outcomes import (
     outcomes_for_redemption,
     stream_outcomes,
 )
+from worker.audit.rejected import REJECTED_FIELDS, rejected_messages
 
 __all__ = [
+    "REJECTED_FIELDS",
     "SUMMARY_FIELDS",
     "UNKNOWN_FIELDS",
     "UNMATCHED_FIELDS",
@@ -34,6 +36,7 @@ __all__ = [
     "outcomes_for_customer",
     "outcomes_for_order",
     "outcomes_for_redemption",
+    "rejected_messages",
     "stream_outcomes",
     "unmatched_work",
     "unresolved_unknown_requests",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, true
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from models.outcomes import Outcome
@@ -31,19 +31,25 @@ def unresolved_unknown_requests(
 ) -> list[dict[str, Any]]:
     """Points redeem requests whose latest word is ``unknown``, oldest first (index: state)."""
     request = PointsRedeemRequest
+
     # `state` is the latest word: `recon resolve` moves it on, so `unknown` here means no
     # operator has decided yet. The last outcome's message says why it is unknown.
-    last = (
-        select(Outcome.at.label("at"), Outcome.message.label("message"))
-        .where(
-            Outcome.order_ref == request.order_ref,  # index: order_ref, at
-            Outcome.kind == "points_redeem",
-            Outcome.event_id == request.event_id,
+    # Correlated scalar subqueries, not a LATERAL join: SQLite (the embedded default) has no
+    # LATERAL, and both databases serve these from the (order_ref, at) index.
+    def last_outcome(column: Any) -> Any:
+        return (
+            select(column)
+            .where(
+                Outcome.order_ref == request.order_ref,  # index: order_ref, at
+                Outcome.kind == "points_redeem",
+                Outcome.event_id == request.event_id,
+            )
+            .order_by(Outcome.at.desc(), Outcome.id.desc())
+            .limit(1)
+            .correlate(request)
+            .scalar_subquery()
         )
-        .order_by(Outcome.at.desc(), Outcome.id.desc())
-        .limit(1)
-        .lateral("last_outcome")
-    )
+
     stmt = (
         select(
             request.event_id,
@@ -52,10 +58,9 @@ def unresolved_unknown_requests(
             request.points_text.label("points"),  # as the event sent it
             request.external_reference_number,
             request.attempts,
-            last.c.at.label("last_outcome_at"),
-            func.coalesce(last.c.message, request.last_error).label("last_message"),
+            last_outcome(Outcome.at).label("last_outcome_at"),
+            func.coalesce(last_outcome(Outcome.message), request.last_error).label("last_message"),
         )
-        .outerjoin(last, true())
         .where(request.state == UNKNOWN)
         .order_by(request.updated_at, request.id)
     )

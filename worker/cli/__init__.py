@@ -12,36 +12,100 @@ from worker.logging import configure_logging
 from worker.settings import SettingsError
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "RECON_DATABASE_URL"
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line naming the problem for the errors a user's setup causes; None for a bug."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    from models.session import MissingDatabase
+
+    if isinstance(exc, SettingsError | MissingDatabase):
+        return str(exc)
+    if isinstance(exc, ArgumentError | NoSuchModuleError):
+        return f"RECON_DATABASE_URL is not a usable database URL: {_first_line(exc)}"
+    if isinstance(exc, DBAPIError):
+        from worker.settings import load_settings
+
+        try:
+            where = _where(load_settings().database_url)
+        except SettingsError:
+            where = "RECON_DATABASE_URL"
+        return f"cannot use the database at {where}: {_first_line(exc)}"
+    if isinstance(exc, BrokerError | ConnectionError):
+        return f"cannot reach the broker (RECON_BROKER_URL): {_first_line(exc)}"
+    return None
+
+
 class ReconGroup(click.Group):
-    """Turns configuration problems into a one-line message, never a traceback."""
+    """Turns configuration and connection problems into one line and exit 1, never a
+    traceback (``recon --debug ...`` shows it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SettingsError as exc:
-            raise click.ClickException(str(exc)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            message = explain(exc)
+            if message is None or (ctx.obj or {}).get("debug"):
+                raise
+            raise click.ClickException(message) from exc
 
 
 @click.group(cls=ReconGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="redemption-reconciler", prog_name="recon")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Redemption reconciler: attaches bills to earlier coupon and points redemptions.
 
-    Configuration comes from environment variables (see README.md, "Configuration").
+    Configuration comes from environment variables (see README.md, "Configuration", and
+    .env.example).
     """
+    ctx.obj = {"debug": debug}
+    # Every command checks every setting up front, even one it does not read itself: a typo
+    # in the environment is reported now, by name, not when a later command trips over it.
+    from worker.settings import load_settings
+
+    load_settings()
 
 
 def _register() -> None:
-    from worker.cli import audit, backfill, demo, publish, resolve, service, vendor
+    from worker.cli import (
+        audit,
+        backfill,
+        dead,
+        declare,
+        demo,
+        publish,
+        resolve,
+        service,
+        vendor,
+        web,
+    )
 
-    for module in (service, publish, demo, backfill, audit, resolve, vendor):
+    for module in (service, declare, publish, demo, backfill, audit, resolve, vendor, web, dead):
         module.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
     # Logs go to stderr as JSON, once for the whole process, so command output on stdout
     # (tables, CSV, JSON) stays clean for scripts. `recon worker` keeps this configuration.
-    level = os.environ.get("RECON_LOG_LEVEL", "INFO").upper()
+    level = os.environ.get("RECON_LOG_LEVEL", "INFO").strip().upper()
     configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
     _register()
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="recon")

@@ -22,6 +22,7 @@ from worker.cli.output import (
     describe_window,
     render,
     resolve_window,
+    wide_option,
 )
 from worker.settings import load_settings
 
@@ -30,6 +31,10 @@ OUTCOME_TABLE_FIELDS = (
     "at", "kind", "redemption_id", "order_ref", "bill_number", "attempt", "status", "code",
     "http_status", "message", "request_id",
 )  # fmt: skip
+# What an 80-column terminal shows; --wide (or json/csv) has the rest.
+OUTCOME_NARROW = ("at", "redemption_id", "status", "code", "message")
+UNKNOWN_NARROW = ("event_id", "order_ref", "points", "attempts", "last_message")
+UNMATCHED_NARROW = ("case", "kind", "redemption_id", "order_ref", "recorded_at")
 DEFAULT_LIMIT = 1000
 LAST_DAY = dt.timedelta(hours=24)
 
@@ -37,6 +42,7 @@ Command = Callable[..., Any]
 
 
 def _format_option(command: Command) -> Command:
+    command = wide_option(command)
     return click.option(
         "--format",
         "fmt",
@@ -82,7 +88,8 @@ def _session() -> Iterator[Session]:
             yield session
     except OperationalError as exc:
         where = make_url(url).render_as_string(hide_password=True)
-        raise click.ClickException(f"cannot query the database at {where}: {exc.orig}") from exc
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise click.ClickException(f"cannot query the database at {where}: {reason}") from exc
 
 
 def _history(
@@ -118,7 +125,7 @@ def _show_outcomes(
         rows: Iterable[Mapping[str, Any]] = (
             {name: getattr(outcome, name) for name in OUTCOME_TABLE_FIELDS} for outcome in outcomes
         )
-        render(rows, OUTCOME_TABLE_FIELDS, fmt, title, empty=empty)
+        render(rows, OUTCOME_TABLE_FIELDS, fmt, title, empty=empty, narrow=OUTCOME_NARROW)
     else:
         rows = (outcome.as_row() for outcome in outcomes)
         render(rows, Outcome.AUDIT_FIELDS, fmt, title, empty=empty)
@@ -318,6 +325,7 @@ def unknown(fmt: str, limit: int) -> None:
         fmt,
         "Points redeem requests waiting for an operator",
         empty="No unresolved unknown points redeem requests.",
+        narrow=UNKNOWN_NARROW,
     )
     _note_if_cut(len(rows), limit)
 
@@ -353,6 +361,36 @@ def unmatched(older_than_hours: int, fmt: str, limit: int) -> None:
         fmt,
         f"Unmatched for more than {older_than_hours} h",
         empty=f"Nothing unmatched for more than {older_than_hours} h.",
+        narrow=UNMATCHED_NARROW,
+    )
+    _note_if_cut(len(rows), limit)
+
+
+@audit.command()
+@_window_options("Default: now; the window is the 24 hours before --until.")
+@_format_option
+@_limit_option
+def rejected(since: dt.datetime | None, until: dt.datetime | None, fmt: str, limit: int) -> None:
+    """Messages the intake rejected in a window (default: the last 24 hours), newest first.
+
+    Each row has the reason, routing key, event id when known, size in bytes and a safe excerpt
+    of the body (credentials masked, control characters escaped).
+
+    \b
+    Examples:
+      recon audit rejected
+      recon audit rejected --since 2026-11-20 --format json
+    """
+    since, until = resolve_window(since, until, default=LAST_DAY)
+    with _session() as session:
+        rows = queries.rejected_messages(session=session, since=since, until=until, limit=limit)
+    window = describe_window(since, until)
+    render(
+        rows,
+        queries.REJECTED_FIELDS,
+        fmt,
+        f"Rejected intake messages{window}",
+        empty=f"No rejected intake messages{window}.",
     )
     _note_if_cut(len(rows), limit)
 

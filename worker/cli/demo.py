@@ -10,12 +10,18 @@ import click
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option(
     "--timeout",
-    default=55.0,
+    default=120.0,
     show_default=True,
     type=click.FloatRange(5, 3600),
     help="Give up waiting for the pipeline after this many seconds.",
 )
-@click.option("--keep", is_flag=True, help="Keep the demo database file afterwards.")
+@click.option(
+    "--keep/--discard",
+    default=True,
+    show_default=True,
+    help="Keep the demo's database (recon.sqlite3, the default RECON_DATABASE_URL) afterwards, "
+    "for `recon audit ...`; each run replaces it.",
+)
 def demo(orders: int, seed: int, timeout: float, keep: bool) -> None:
     """Run everything in one process: SQLite, in-memory broker, worker and sandbox.
 

@@ -21,12 +21,18 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")
-FREE_TEXT = frozenset({"message", "last_message", "request_excerpt", "response_excerpt"})
+FREE_TEXT = frozenset(
+    {"message", "last_message", "request_excerpt", "response_excerpt", "reason", "excerpt"}
+)
+TIMES = frozenset(
+    {"at", "recorded_at", "last_outcome_at", "created_at", "updated_at", "received_at"}
+)
 WIDE = 10_000
 
 
@@ -41,6 +47,29 @@ def plain(value: Any) -> Any:
     return value
 
 
+WIDE_META = "recon.wide"
+
+
+def _remember_wide(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta[WIDE_META] = value
+    return value
+
+
+#: ``--wide`` for any command that renders a table: every column, even on a narrow terminal.
+wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember_wide,
+    help="Table with every column (on a terminal the table shows the main ones, folded to fit).",
+)
+
+
+def _wide_requested() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(WIDE_META))
+
+
 def render(
     rows: Iterable[Mapping[str, Any]],
     fields: Sequence[str],
@@ -49,11 +78,16 @@ def render(
     *,
     empty: str = "Nothing found.",
     out: TextIO | None = None,
+    narrow: Sequence[str] | None = None,
 ) -> int:
-    """Write ``rows`` (only ``fields``, in that order) to ``out``; return how many were written."""
+    """Write ``rows`` (only ``fields``, in that order) to ``out``; return how many were written.
+
+    ``narrow``: the columns a table shows on a terminal unless ``--wide`` was given, so an
+    80-column terminal stays readable; piped tables and the machine formats have them all.
+    """
     stream = out if out is not None else sys.stdout
     if fmt == "table":
-        return _table(rows, fields, title, empty, stream)
+        return _table(rows, fields, title, empty, stream, narrow)
     if fmt == "json":
         return _json_array(rows, fields, stream)
     if fmt == "jsonl":
@@ -73,19 +107,41 @@ def _table(
     title: str | None,
     empty: str,
     stream: TextIO,
+    narrow: Sequence[str] | None = None,
 ) -> int:
     console = Console(file=stream, highlight=False)
+    shown = list(fields)
+    caption = None
     if not console.is_terminal:
         # Piped to a file or a pager: let the table be as wide as it needs, never folded.
         console.width = WIDE
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in fields:
-        # Free text may fold; ids, codes and times stay whole, or they mislead.
-        free = name in FREE_TEXT
-        table.add_column(name, no_wrap=not free, overflow="fold" if free else "ellipsis")
+    elif narrow and not _wide_requested():
+        shown = [name for name in fields if name in narrow]
+        hidden = len(fields) - len(shown)
+        caption = f"{hidden} more columns with --wide, or --format json|csv"
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for name in shown:
+        # Every cell folds rather than being cut: an id or a code split over two lines is
+        # still whole, where an ellipsis would mislead. Free text gets the spare width.
+        # A time stays on one line (20 characters, to the second).
+        free, time = name in FREE_TEXT, name in TIMES
+        table.add_column(
+            name,
+            overflow="fold",
+            no_wrap=time,
+            min_width=20 if time else None if free else min(len(name), 8),
+        )
     count = 0
     for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in fields))
+        table.add_row(*(_cell(row.get(name)) for name in shown))
         count += 1
     if count:
         console.print(table)

@@ -20,7 +20,12 @@ def migrate(revision: str) -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--hostname", "-n", default=None, help="Celery node name (default: recon@HOST).")
+@click.option(
+    "--hostname",
+    "-n",
+    default=None,
+    help="Celery node name (default: recon-PID@HOST, unique per process; %h is the host name).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(concurrency: int, hostname: str | None, celery_args: tuple[str, ...]) -> None:
     """Run a worker: the intake consumer and the reconciliation tasks.

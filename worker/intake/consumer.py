@@ -15,6 +15,7 @@ task messages, so the events queue is consumed here alone and is not in the work
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -25,16 +26,20 @@ from kombu.message import Message
 from sqlalchemy import Engine, text
 
 from models.session import database_unavailable, engine_for, unit_of_work
+from worker import metrics
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
 from worker.queues import (
+    DEAD_AT_HEADER,
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
+    TASK_QUEUE,
     declare_topology,
     events_queue,
+    task_queue,
 )
 from worker.settings import Settings
 
@@ -76,16 +81,19 @@ class Enqueuer:
         self._app = app
 
     def __call__(self, stored: Stored) -> None:
+        # Live work: the intake always enqueues on the live queue.
+        live = task_queue(TASK_QUEUE)
         for order_ref in sorted(stored.orders):
-            self._app.send_task("recon.reconcile_order", args=[order_ref])
+            self._app.send_task("recon.reconcile_order", args=[order_ref], queue=live)
         for request_id in sorted(stored.redeem_requests):
-            self._app.send_task("recon.redeem_points", args=[request_id])
+            self._app.send_task("recon.redeem_points", args=[request_id], queue=live)
 
     def dead_letter(self, message: Message, body: bytes, reason: str) -> None:
         """Publish a copy to the dead-letter exchange with the reason; confirmed before we ack."""
         info = message.delivery_info or {}
         headers = {
             REASON_HEADER: reason[:1000],
+            DEAD_AT_HEADER: dt.datetime.now(dt.UTC).isoformat(),
             ORIGINAL_EXCHANGE_HEADER: str(info.get("exchange") or ""),
             ORIGINAL_ROUTING_KEY_HEADER: str(info.get("routing_key") or ""),
         }
@@ -106,7 +114,12 @@ class Enqueuer:
 
 def body_bytes(message: Message) -> bytes:
     body = message.body
-    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if isinstance(body, str):  # a transport that decoded it: undo that with the same codec
+        try:
+            return body.encode(message.content_encoding or "utf-8", "surrogatepass")
+        except (LookupError, UnicodeError):
+            return body.encode("utf-8", "surrogatepass")
+    return bytes(body)
 
 
 def handle_message(
@@ -140,10 +153,12 @@ def handle_message(
             dead_letter(message, raw, reason)
             log.error("intake.dead_lettered", reason=reason, routing_key=routing_key)
             message.ack()
+            metrics.intake_message(DEAD_LETTERED)
             return DEAD_LETTERED
     _log_fate(stored, routing_key, len(raw))
     enqueue(stored)
     message.ack()
+    metrics.intake_message(stored.status)
     return stored.status
 
 
@@ -213,6 +228,10 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
+        # py-amqp decodes a body that names a content encoding; we keep exactly the bytes that
+        # arrived (a rejected message is stored as those bytes).
+        if hasattr(channel, "auto_decode"):
+            channel.auto_decode = False
         return [
             Consumer(
                 channel,
@@ -224,11 +243,9 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         ]
 
     def _on_message(self, message: Message) -> None:
-        if self._paused:
+        if self._paused or self._handle(message) == UNAVAILABLE:
             self._held.append(message)
-            return
-        if self._handle(message) == UNAVAILABLE:
-            self._held.append(message)
+            metrics.intake_message("held")
             self._pause()
 
     def _handle(self, message: Message) -> str:
@@ -246,6 +263,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             if not message.acknowledged:
                 try:
                     message.requeue()
+                    metrics.intake_message("requeued")
                 except Exception:
                     log.exception("intake.requeue_failed")
             return "requeued"

@@ -88,6 +88,11 @@ Text = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 Identifier = Annotated[
     StrictStr, Field(min_length=1, max_length=128), BeforeValidator(_identifier_text)
 ]
+#: The platform's shorter identifiers (points redemption ids, program ids, validation codes).
+ShortText = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+ShortIdentifier = Annotated[
+    StrictStr, Field(min_length=1, max_length=64), BeforeValidator(_identifier_text)
+]
 Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_timestamp)]
 CouponId = Annotated[StrictInt, Field(ge=1, le=MAX_LONG)]
 
@@ -146,11 +151,11 @@ class CouponRedeemed(_Event):
 
 class PointsRedeemed(_Event):
     type: Literal["points.redeemed"]
-    redemption_id: Identifier | None = None
+    redemption_id: ShortIdentifier | None = None
     external_reference_number: Identifier | None = None
     points: Decimal
-    program_id: Identifier | None = None
-    validation_code: Text | None = None
+    program_id: ShortIdentifier | None = None
+    validation_code: ShortText | None = None
 
     _check_points = field_validator("points")(_points_with_three_places)
 
@@ -166,8 +171,8 @@ class PointsRedeemRequested(_Event):
     # Precision and sign are the platform's 878 and 801: checked when redeeming, so the refusal
     # is an audited outcome with the platform's code rather than a rejected event.
     points: Decimal
-    program_id: Identifier | None = None
-    validation_code: Text | None = None
+    program_id: ShortIdentifier | None = None
+    validation_code: ShortText | None = None
     notes: Annotated[StrictStr, Field(max_length=1000)] | None = None
     custom_fields: dict[StrictStr, StrictStr] | None = None
     skip_validation: StrictBool = False
@@ -186,7 +191,7 @@ class RedemptionRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: Literal["coupon", "points"]
-    redemption_id: StrictInt | Text
+    redemption_id: StrictInt | ShortText
 
     @model_validator(mode="after")
     def _coupon_ids_are_integers(self) -> RedemptionRef:

@@ -21,6 +21,7 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
+from worker import metrics
 from worker.loyalty import jsoncodec
 from worker.loyalty.auth import Auth
 from worker.loyalty.envelopes import is_envelope
@@ -289,6 +290,7 @@ def _log(exchange: Exchange, *, result: object = None, error: LoyaltyError | Non
         code = getattr(result, "code", None)
         outcome = getattr(result, "outcome", "answered")
         level = "info"
+    metrics.platform_call(exchange, code=code, result=outcome)
     logger = structlog.get_logger(LOGGER_NAME)
     getattr(logger, level)(
         "loyalty.call",

@@ -1,0 +1,145 @@
+"""What ships: the wheel holds every product file, installs from the lock and runs anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests import shipped
+
+ROOT = Path(__file__).resolve().parent.parent
+# Folder in the repository -> package in the wheel (alembic/ must not shadow the library).
+PRODUCT_DIRS = {"worker": "worker", "models": "models", "sandbox": "sandbox"}
+PRODUCT_DIRS["alembic"] = "recon_migrations"
+NOT_SHIPPED = {"__pycache__"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("RECON_TEST_WHEEL", "").strip()
+    if given:
+        return Path(given)
+    # By hand (not under `make test`): build one the way `make wheel` does.
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    [built] = out.glob("*.whl")
+    return built
+
+
+def product_files() -> set[str]:
+    """Every file the product may read at run time, as its path inside the wheel."""
+    files = set()
+    for folder, package in PRODUCT_DIRS.items():
+        for path in (ROOT / folder).rglob("*"):
+            relative = path.relative_to(ROOT / folder)
+            if path.is_file() and not NOT_SHIPPED & set(relative.parts) and path.suffix != ".pyc":
+                files.add(f"{package}/{relative.as_posix()}")
+    return files
+
+
+def test_every_product_file_is_in_the_wheel(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = product_files()
+    # The checks below would pass on an empty product: make sure the walk saw the real tree.
+    assert "recon_migrations/env.py" in expected
+    assert any(name.startswith("recon_migrations/versions/") for name in expected)
+    assert "worker/py.typed" in expected
+    missing = sorted(expected - names)
+    assert not missing, f"missing from {wheel.name}: {missing}"
+    assert not [name for name in names if name.startswith("alembic/")], "would shadow alembic"
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_runtime_dependency_has_an_upper_bound_and_is_locked_with_hashes():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = {
+        m.group(1).lower(): m.group(2)
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", lock, re.MULTILINE)
+    }
+    for spec in project["dependencies"]:
+        name = _requirement_name(spec)
+        assert "<" in spec, f"{spec}: no upper bound"
+        assert name in pinned, f"{name} is not in requirements.lock: run `make lock`"
+    # Every pin carries a hash, so pip --require-hashes refuses anything else.
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 3)[-1])
+    for block in blocks:
+        if "==" in block:
+            assert "--hash=sha256:" in block, block.splitlines()[0]
+    dev_lock = (ROOT / "requirements-dev.lock").read_text()
+    for spec in project["optional-dependencies"]["dev"]:
+        assert re.search(rf"^{_requirement_name(spec)}==", dev_lock, re.M | re.I), spec
+
+
+@pytest.mark.skipif(not shipped.VENV, reason="runs under `make test` (RECON_TEST_VENV)")
+def test_the_installed_wheel_runs_from_any_directory_without_the_checkout(tmp_path):
+    where = subprocess.run(
+        [shipped.PYTHON, "-c", "import worker, recon_migrations; print(worker.__path__[0])"],
+        cwd=tmp_path,
+        env=shipped.product_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(where).is_relative_to(Path(shipped.VENV).resolve()) or Path(where).is_relative_to(
+        Path(shipped.VENV)
+    )
+    env = shipped.product_env({"RECON_DATABASE_URL": "sqlite:///fresh.sqlite3"})
+    migrated = subprocess.run(
+        [shipped.RECON, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database is at revision head" in migrated.stdout
+    assert (tmp_path / "fresh.sqlite3").stat().st_size > 0
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_the_image_installs_the_built_wheel_from_the_lock_not_the_source_tree():
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[1:]
+    assert len(stages) == 2, "a build stage and a final stage"
+    build, final = stages
+    assert " AS build" in build.splitlines()[0]
+    assert "-m build --wheel" in build
+    assert final.startswith("python:3.11-slim")
+    assert "--require-hashes -r /tmp/requirements.lock" in final
+    assert "--no-deps /tmp/wheels/*.whl" in final
+    assert "COPY --from=build /wheels" in final
+    # No editable install and no sources in the final image.
+    assert " -e " not in DOCKERFILE
+    assert "--editable" not in DOCKERFILE
+    copies = [line for line in final.splitlines() if line.startswith("COPY")]
+    assert all("--from=build" in line or "requirements.lock" in line for line in copies)
+    users = re.findall(r"^USER (\S+)", final, re.MULTILINE)
+    assert users
+    assert users[-1] not in ("root", "0")
+
+
+def test_the_image_default_command_is_a_real_command():
+    [cmd] = re.findall(r"^CMD (.+)$", DOCKERFILE, re.MULTILINE)
+    argv = json.loads(cmd)
+    assert argv[0] == "recon"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert argv[0] in project["scripts"]
+    answer = subprocess.run(
+        [shipped.RECON, *argv[1:]], capture_output=True, text=True, env=shipped.product_env()
+    )
+    assert answer.returncode == 0
+    assert "Usage: recon" in answer.stdout
