@@ -12,7 +12,7 @@ DIST        := dist
 SHIPPED     := .shipped-venv
 SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 
-.PHONY: install demo test lint format bench services browser clean lock wheel shipped
+.PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped
 
 $(STAMP): pyproject.toml setup.py requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,10 @@ browser:
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench
+
+# The chaos suite (about 20 minutes; not part of `make test`): kills, outages, faults, garbage.
+chaos: $(STAMP) services
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) $(SHIPPED) $(DIST) build .pytest_cache .ruff_cache .mypy_cache recon.sqlite3*
