@@ -27,7 +27,7 @@ LISTED_REDEMPTION_MISSING = "listed_redemption_missing"
 
 
 def unresolved_unknown_requests(
-    *, session: Session, limit: int | None = None
+    *, session: Session, limit: int | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Points redeem requests whose latest word is ``unknown``, oldest first (index: state)."""
     request = PointsRedeemRequest
@@ -63,6 +63,7 @@ def unresolved_unknown_requests(
         )
         .where(request.state == UNKNOWN)
         .order_by(request.updated_at, request.id)
+        .offset(offset)
     )
     if limit is not None:
         stmt = stmt.limit(limit)

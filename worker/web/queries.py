@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
-from models.redemptions import COUPON, POINTS, UNKNOWN, PointsRedeemRequest, Redemption
+from models.redemptions import COUPON, POINTS, PointsRedeemRequest, Redemption
 from models.transactions import Transaction, TransactionLink
+from worker.audit.open_work import unresolved_unknown_requests
 from worker.audit.outcomes import FAILURE_STATUSES
 
 #: Rows of one timeline (an order, a bill, a redemption); more is cut with a note.
@@ -207,50 +208,8 @@ def customer_page(
 
 
 def unknown_page(session: Session, *, offset: int, size: int) -> list[dict[str, Any]]:
-    """Unresolved ``unknown`` redeem requests, oldest first (index: state, updated_at).
-
-    The same rows as ``worker.audit.unresolved_unknown_requests``, with the last outcome as
-    correlated subqueries so that SQLite (the demo) can answer too.
-    """
-    request = PointsRedeemRequest
-
-    def last(column: Any) -> Any:
-        return (
-            select(column)
-            .where(
-                Outcome.order_ref == request.order_ref,  # index: order_ref, at
-                Outcome.kind == "points_redeem",
-                Outcome.event_id == request.event_id,
-            )
-            .order_by(Outcome.at.desc(), Outcome.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-
-    stmt = (
-        select(
-            request.event_id,
-            request.order_ref,
-            request.customer_value.label("customer"),
-            request.points_text.label("points"),
-            request.external_reference_number,
-            request.attempts,
-            request.last_error,
-            last(Outcome.at).label("last_outcome_at"),
-            last(Outcome.message).label("last_outcome_message"),
-        )
-        .where(request.state == UNKNOWN)
-        .order_by(request.updated_at, request.id)
-        .offset(offset)
-        .limit(size)
-    )
-    rows = []
-    for row in session.execute(stmt).mappings():
-        item = dict(row)
-        item["last_message"] = item.pop("last_outcome_message") or item.pop("last_error")
-        item.pop("last_error", None)
-        rows.append(item)
-    return rows
+    """Unresolved ``unknown`` redeem requests, oldest first: the CLI's own query, one page."""
+    return unresolved_unknown_requests(session=session, limit=size, offset=offset)
 
 
 def operator_log_page(
