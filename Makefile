@@ -53,6 +53,7 @@ shipped: wheel
 test: $(STAMP) services $(PROMTOOL) browser shipped
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	RECON_TEST_VENV=$(abspath $(SHIPPED)) RECON_TEST_WHEEL="$(abspath $(wildcard $(DIST)/*.whl))" \
 		$(BIN)/pytest
 

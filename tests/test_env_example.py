@@ -13,7 +13,8 @@ ROOT = Path(__file__).parent.parent
 def example_lines() -> dict[str, str]:
     lines = (ROOT / ".env.example").read_text().splitlines()
     pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
-    return {name: value for name, value in pairs}
+    # As a shell (and systemd) reads it: surrounding double quotes are not part of the value.
+    return {name: value.removeprefix('"').removesuffix('"') for name, value in pairs}
 
 
 def readme_table() -> set[str]:
@@ -36,3 +37,15 @@ def test_env_example_is_a_valid_configuration_of_defaults():
 def test_log_levels_are_case_insensitive():
     assert load_settings({"RECON_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     assert load_settings({"RECON_LOG_LEVEL": "Warning"}).log_level == "WARNING"
+
+
+def test_env_example_can_be_sourced_by_a_shell():
+    import subprocess
+
+    names = " ".join(f'"${name}"' for name in example_lines())
+    script = f"set -a; . ./.env.example; set +a; printf '%s\\n' {names}"
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+    )
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == list(example_lines().values())

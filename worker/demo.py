@@ -45,6 +45,8 @@ TRAIL_FIELDS = (
     "status",
     "message",
 )
+#: What the trail shows on a terminal (80 columns): the rest with `recon audit order --wide`.
+TRAIL_NARROW = ("kind", "redemption_id", "code", "status", "message")
 
 
 def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
@@ -122,6 +124,7 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
                 TRAIL_FIELDS,
                 "table",
                 title=f"Audit trail of order {scenario.invalid_coupon_order}",
+                narrow=TRAIL_NARROW,
             )
     engine.dispose()
     elapsed = time.monotonic() - started

@@ -121,6 +121,12 @@ def intake_message(fate: str) -> None:
     _metrics().intake.labels(_pick(fate, INTAKE_FATES)).inc()
 
 
+def intake_paused_probe() -> None:
+    """The paused intake probed the database and found it still unavailable (every 1 to 30 s
+    while it lasts: the alert on a long outage counts these)."""
+    _metrics().paused_probes.inc()
+
+
 def sweeper_reenqueued(work: str, count: int = 1) -> None:
     """The sweeper enqueued stuck work again: ``order`` or ``redeem_request``."""
     if count > 0:
@@ -225,6 +231,11 @@ class _Metrics:
             "recon_intake_messages",
             "Messages taken off the events queue, by fate.",
             ("fate",),
+            registry=r,
+        )
+        self.paused_probes = Counter(
+            "recon_intake_paused_probes",
+            "Probes by a paused intake that found the database still unavailable.",
             registry=r,
         )
         self.swept = Counter(

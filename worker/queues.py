@@ -5,8 +5,8 @@ Imports nothing of ours, so the app, the intake, the CLI and the tests can all s
 Every queue a message can die in dead-letters to the fanout exchange ``recon.dlx``, whose one
 queue ``recon.dead`` keeps what arrives until an operator looks (``recon dead``). RabbitMQ drops
 a dead letter whose exchange does not exist, silently, so whoever consumes declares the whole
-topology first (``declare_topology``): the worker at start, ``recon migrate`` and ``recon
-declare`` for deployments that pre-create it.
+topology first (``declare_topology``): the worker at start, and ``recon declare`` for
+deployments that pre-create it.
 
 Delivery limits: the events queue is a quorum queue with ``x-delivery-limit``, so a message that
 keeps coming back (a consumer that crashes on it, a worker killed while holding it) is

@@ -67,12 +67,27 @@ class _EnvModel(BaseModel):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+        from models.session import normalise_url
+
         try:
-            make_url(value).get_dialect()
+            url = make_url(normalise_url(value))
+            dialect = url.get_dialect()
         except (ArgumentError, NoSuchModuleError, ValueError):
             raise ValueError(
                 "not a database URL SQLAlchemy can use (examples: "
                 "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
+            ) from None
+        if url.get_backend_name() not in ("postgresql", "sqlite"):
+            raise ValueError(
+                f"{url.get_backend_name()} is not supported: use PostgreSQL "
+                "(postgresql://user:password@host:5432/recon) or SQLite for the demo"
+            )
+        try:
+            dialect.import_dbapi()
+        except ImportError:
+            raise ValueError(
+                f"the driver {url.get_driver_name()!r} is not installed: leave the driver out "
+                "(postgresql://...) to use psycopg 3, which is"
             ) from None
         return value
 

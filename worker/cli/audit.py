@@ -145,8 +145,9 @@ def _note_if_cut(count: int, limit: int | None) -> None:
 def audit() -> None:
     """Query the audit trail: what happened to a bill, redemption, order or customer.
 
-    Every command takes --format table|json|csv. Times are UTC ISO 8601; --since/--until take
-    an ISO 8601 date or date-time (naive = UTC) and select since <= at < until.
+    Every command takes --format table|json|csv (export: csv|jsonl). Times are UTC ISO 8601;
+    --since/--until take an ISO 8601 date or date-time (naive = UTC) and select
+    since <= at < until.
 
     \b
     Examples:

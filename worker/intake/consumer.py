@@ -294,6 +294,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             log.warning("intake.still_paused", error=describe(exc), held=len(self._held))
+            metrics.intake_paused_probe()
             self._schedule_probe()
             return
         while self._held:
