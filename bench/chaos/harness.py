@@ -32,7 +32,7 @@ from worker.scenario import Scenario, build_scenario, register_with_sandbox
 FINAL = ("succeeded", "failed", "gave_up", "unknown", "skipped")
 DEAD_QUEUE = "recon.dead"
 #: Never binding in these phases: the rate limit has its own phase in `make bench`.
-UNBINDING_RATE_LIMIT = 10_000_000
+UNBINDING_RATE_LIMIT = 100_000  # the most LOYALTY_RATE_LIMIT_PER_MINUTE allows
 
 
 def traffic(orders: int, *, prefix: str, seed: int) -> Scenario:
