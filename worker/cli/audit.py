@@ -34,6 +34,7 @@ OUTCOME_TABLE_FIELDS = (
 # What an 80-column terminal shows; --wide (or json/csv) has the rest.
 OUTCOME_NARROW = ("at", "redemption_id", "status", "code", "message")
 UNKNOWN_NARROW = ("event_id", "order_ref", "points", "attempts", "last_message")
+REJECTED_NARROW = ("received_at", "event_id", "size", "reason")
 UNMATCHED_NARROW = ("case", "kind", "redemption_id", "order_ref", "recorded_at")
 DEFAULT_LIMIT = 1000
 LAST_DAY = dt.timedelta(hours=24)
@@ -392,6 +393,7 @@ def rejected(since: dt.datetime | None, until: dt.datetime | None, fmt: str, lim
         fmt,
         f"Rejected intake messages{window}",
         empty=f"No rejected intake messages{window}.",
+        narrow=REJECTED_NARROW,
     )
     _note_if_cut(len(rows), limit)
 
