@@ -180,11 +180,7 @@ def failures_page(
     stmt = select(Outcome).where(
         Outcome.status.in_(FAILURE_STATUSES), Outcome.at >= since, Outcome.at < until
     )
-    if before is not None:
-        at, row_id = before
-        stmt = stmt.where((Outcome.at < at) | ((Outcome.at == at) & (Outcome.id < row_id)))
-    stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc()).limit(size)
-    return list(session.scalars(stmt))
+    return _newest_first_page(session, stmt, before=before, size=size)
 
 
 def customer_page(
@@ -200,6 +196,13 @@ def customer_page(
     stmt = select(Outcome).where(
         Outcome.customer == customer, Outcome.at >= since, Outcome.at < until
     )
+    return _newest_first_page(session, stmt, before=before, size=size)
+
+
+def _newest_first_page(
+    session: Session, stmt: Any, *, before: tuple[dt.datetime, int] | None, size: int
+) -> list[Outcome]:
+    """One keyset page of outcomes, newest first, after the (at, id) the last page ended on."""
     if before is not None:
         at, row_id = before
         stmt = stmt.where((Outcome.at < at) | ((Outcome.at == at) & (Outcome.id < row_id)))
