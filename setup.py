@@ -3,7 +3,7 @@
 The repository keeps its migrations in the top-level ``alembic/`` folder (where Alembic's own
 tools expect them), but an installed ``alembic`` package would shadow the Alembic library. The
 wheel therefore ships that folder as the package ``recon_migrations`` (and its ``versions``
-subfolder), found by ``worker/migrate.py``. Every file in it travels: new migrations need no
+subfolder), found by ``worker/ops/migrate.py``. Every file in it travels: new migrations need no
 change here. Everything else is in pyproject.toml.
 """
 

@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 
 from models.session import build_engine
 from tests import services
-from worker import audit, migrate
+from worker import audit
 from worker.cli.output import render
+from worker.ops import migrate
 
 DAYS = 30
 KEYS_PER_LOOKUP = 50

@@ -24,7 +24,7 @@ import requests
 from kombu import Connection
 
 from tests import services
-from worker import migrate
+from worker.ops import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from kombu import Connection
 
-from worker.publishing import dumps, publish_bodies
-from worker.scenario import Scenario, build_scenario, register_with_sandbox
+from worker.tools.publishing import dumps, publish_bodies
+from worker.tools.scenario import Scenario, build_scenario, register_with_sandbox
 
 
 def scenario(orders: int, *, coupons_per_bill: int, prefix: str, seed: int) -> Scenario:

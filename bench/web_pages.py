@@ -26,8 +26,8 @@ from kombu import Connection, Exchange, Producer
 
 from bench.audit_lookups import DAYS, START, load
 from tests import services
-from worker import migrate
 from worker.cli.output import render
+from worker.ops import migrate
 from worker.queues import DEAD_QUEUE
 from worker.settings import load_settings
 from worker.web import create_app

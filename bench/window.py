@@ -29,7 +29,7 @@ from bench import infra
 from bench.load import publish, register_with_sandbox
 from bench.pipeline import FINAL, latencies, percentile
 from models.session import build_engine
-from worker.scenario import build_scenario
+from worker.tools.scenario import build_scenario
 
 COUPON_ENDPOINT = "PUT /v2/coupon/redeem"
 
@@ -181,7 +181,7 @@ def pairs(
 ) -> dict[str, Any]:
     from kombu import Connection
 
-    from worker.publishing import dumps, publish_bodies
+    from worker.tools.publishing import dumps, publish_bodies
 
     run = _Run(sandbox, name="wp", limit=limit, workers=workers, log_dir=log_dir)
     try:
@@ -324,10 +324,10 @@ def backfill(
     log_dir: Path,
     cap_s: float = 240.0,
 ) -> dict[str, Any]:
-    from worker import backfill as backfill_logic
-    from worker import tasks
     from worker.app import configure
-    from worker.logging import configure_logging
+    from worker.observe.logging import configure_logging
+    from worker.ops import backfill as backfill_logic
+    from worker.reconcile import tasks
     from worker.settings import load_settings
 
     configure_logging("WARNING")  # the backfill's progress lines would drown the figures

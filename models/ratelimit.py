@@ -1,6 +1,6 @@
 """State of the global rate limiter: a ring of slots per API key, and one row of demand per key.
 
-See ``worker/ratelimit.py`` for why a ring: a slot is free when its last use is at least one
+See ``worker/budget/limiter.py`` for why a ring: a slot is free when its last use is at least one
 window old, so a key with ``limit`` slots can never have more than ``limit`` uses in a window.
 """
 

@@ -122,7 +122,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from models.session import build_engine  # noqa: E402
 from tests import services, shipped  # noqa: E402
-from worker import migrate  # noqa: E402
+from worker.ops import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "

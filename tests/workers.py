@@ -14,9 +14,9 @@ from kombu import Connection
 
 from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
-from worker.publishing import publish_bodies
 from worker.queues import REDRIVE_QUEUE, TASK_QUEUE, task_queue
 from worker.settings import load_settings
+from worker.tools.publishing import publish_bodies
 
 
 class Workers:

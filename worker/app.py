@@ -16,8 +16,8 @@ import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
 
-from worker import exporter
-from worker.logging import configure_logging, is_configured
+from worker.observe import exporter
+from worker.observe.logging import configure_logging, is_configured
 from worker.queues import (
     DEAD_QUEUE,
     REDRIVE_QUEUE,
@@ -28,7 +28,7 @@ from worker.queues import (
 )
 from worker.settings import Settings, SettingsError, load_settings
 
-app = Celery("recon", include=["worker.tasks"])
+app = Celery("recon", include=["worker.reconcile.tasks"])
 
 
 def task_queue_names() -> list[str]:
@@ -203,7 +203,7 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Pooled database connections and HTTP sessions must not cross a fork.
-    from worker import resources
+    from worker.reconcile import resources
 
     resources.reset_after_fork()
 

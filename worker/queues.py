@@ -12,7 +12,7 @@ Delivery limits: the events queue is a quorum queue with ``x-delivery-limit``, s
 keeps coming back (a consumer that crashes on it, a worker killed while holding it) is
 dead-lettered by the broker after that many returns instead of looping. Task queues stay classic:
 Celery's countdown retries rely on them, and their limit is counted by the tasks themselves
-(``worker/deliveries.py``).
+(``worker/reconcile/deliveries.py``).
 """
 
 from __future__ import annotations

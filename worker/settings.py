@@ -45,8 +45,8 @@ class _EnvModel(BaseModel):
     loyalty_client_key: str = Field("", alias="LOYALTY_API_CLIENT_KEY")
     loyalty_client_secret: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_CLIENT_SECRET")
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
-    # One row per request of the window (worker/ratelimit.py): bounded, far above any documented
-    # limit (1000 per minute; 100 on demo clusters).
+    # One row per request of the window (worker/budget/limiter.py): bounded, far above any
+    # documented limit (1000 per minute; 100 on demo clusters).
     rate_limit_per_minute: int = Field(
         1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1, le=MAX_RATE_LIMIT_PER_MINUTE
     )

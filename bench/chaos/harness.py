@@ -26,8 +26,8 @@ from sqlalchemy import Engine, text
 
 from bench import infra
 from models.session import build_engine
-from worker.publishing import dumps
-from worker.scenario import Scenario, build_scenario, register_with_sandbox
+from worker.tools.publishing import dumps
+from worker.tools.scenario import Scenario, build_scenario, register_with_sandbox
 
 FINAL = ("succeeded", "failed", "gave_up", "unknown", "skipped")
 DEAD_QUEUE = "recon.dead"

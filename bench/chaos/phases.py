@@ -40,7 +40,7 @@ from bench.chaos.harness import (
 )
 from bench.chaos.private import PrivatePostgres, PrivateRabbit
 from tests import services
-from worker import migrate
+from worker.ops import migrate
 
 REDEEM_PATH = "/v1.1/points/redeem"
 #: Items must all be terminal within this long after the fault ends (the target); the phase

@@ -16,8 +16,8 @@ import requests
 
 from models.session import build_engine
 from tests.conftest import SANDBOX_PASSWORD, SANDBOX_USER
+from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
 from worker.loyalty import basic_auth_header
-from worker.ratelimit import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
 
 COUPON = "/v2/coupon/redeem"
 
@@ -224,7 +224,7 @@ def test_with_no_live_work_redriven_work_may_use_the_whole_budget_but_live_never
 
 
 def test_the_embedded_sqlite_limiter_follows_the_same_rule(tmp_path):
-    from worker import migrate
+    from worker.ops import migrate
 
     url = f"sqlite:///{tmp_path / 'limit.sqlite3'}"
     migrate.upgrade(url)

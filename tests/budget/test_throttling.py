@@ -11,10 +11,10 @@ from models.redemptions import PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from tests.workers import wait_for
-from worker import resources
 from worker.intake.store import store_message
-from worker.reconcile import reconcile_order
-from worker.redeem import redeem_points
+from worker.reconcile import resources
+from worker.reconcile.orders import reconcile_order
+from worker.reconcile.redeem import redeem_points
 
 COUPON_PATH = "/v2/coupon/redeem"
 REDEEM_PATH = "/v1.1/points/redeem"
@@ -172,8 +172,8 @@ def test_one_429_burst_pauses_every_worker(workers, clean_db, sandbox):
 
 @pytest.mark.e2e
 def test_live_orders_go_ahead_of_a_backfill(workers, clean_db, sandbox):
-    from worker import tasks
     from worker.app import configure
+    from worker.reconcile import tasks
 
     limit = 30
     sandbox.configure(rate_limit_per_minute=limit)
@@ -249,7 +249,7 @@ def test_a_backlog_below_the_budget_goes_out_at_once(workers, clean_db, sandbox)
 
 
 def test_the_nightly_backfill_hands_its_orders_to_the_redrive_queue_path(clean_db, sandbox):
-    from worker import backfill
+    from worker.ops import backfill
 
     store(
         clean_db,

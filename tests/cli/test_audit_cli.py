@@ -20,9 +20,9 @@ from models.session import engine_for
 from tests.factories.outcomes import NOW, make_outcome, make_outcomes
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
-from worker import migrate
 from worker.cli import audit as audit_cli
 from worker.cli import cli
+from worker.ops import migrate
 
 HOUR = dt.timedelta(hours=1)
 FORMATS = ("table", "json", "csv")

@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from models.session import unit_of_work
 from tests.prometheus import parse
-from worker import exporter, metrics
 from worker.loyalty.types import Exchange
-from worker.recording import Verdict, add_outcome
+from worker.observe import exporter, metrics
+from worker.reconcile.outcomes import Verdict, add_outcome
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 PROMQL_WORDS = {"sum", "max", "min", "rate", "increase", "by", "without", "and", "or", "unless"}

@@ -13,7 +13,7 @@ import yaml
 from worker.cli import _register, cli
 from worker.settings import ENV_VARS
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/
 COMPOSE = yaml.safe_load((HERE.parent / "compose.yaml").read_text())
 RECON_SERVICES = ("migrate", "sandbox", "worker", "beat")
 LONG_RUNNING = ("postgres", "rabbitmq", "sandbox", "worker", "beat", "flower")

@@ -23,7 +23,7 @@ from tests.conftest import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.e2e
-COMPOSE = yaml.safe_load((Path(__file__).parent.parent / "compose.yaml").read_text())
+COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "compose.yaml").read_text())
 
 
 def compose_env(pg_url: str, amqp_url: str, sandbox_url: str) -> dict[str, str]:

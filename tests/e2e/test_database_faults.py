@@ -14,7 +14,7 @@ from models.session import build_engine, database_unavailable, engine_for, unit_
 from tests import services
 from tests.factories import events
 from tests.workers import wait_for
-from worker.locks import lock_scope
+from worker.reconcile.locks import lock_scope
 
 MOBILE = "919812300000"
 

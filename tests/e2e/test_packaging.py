@@ -15,7 +15,7 @@ import pytest
 
 from tests import shipped
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Folder in the repository -> package in the wheel (alembic/ must not shadow the library).
 PRODUCT_DIRS = {"worker": "worker", "models": "models", "sandbox": "sandbox"}
 PRODUCT_DIRS["alembic"] = "recon_migrations"

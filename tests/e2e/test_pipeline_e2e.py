@@ -139,7 +139,7 @@ def test_a_database_that_is_down_keeps_messages_until_it_is_back(
 ):
     from models.session import build_engine
     from tests import services
-    from worker import migrate
+    from worker.ops import migrate
 
     # A database that does not exist yet is as down as one can be.
     missing = services.create_database("recon_down")

@@ -16,7 +16,7 @@ import pytest
 from tests import shipped
 
 pytestmark = pytest.mark.e2e
-README = (Path(__file__).parent.parent / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def demo_examples() -> list[str]:

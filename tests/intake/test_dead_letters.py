@@ -20,7 +20,7 @@ from tests.conftest import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.factories import events
 from tests.intake.conftest import receive
 from tests.workers import wait_for
-from worker import migrate
+from worker.ops import migrate
 from worker.queues import DEAD_QUEUE, task_queue
 
 RECON = str(Path(sys.executable).parent / "recon")

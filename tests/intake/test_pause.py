@@ -14,7 +14,7 @@ from models.session import build_engine, unit_of_work
 from tests import services
 from tests.factories import events
 from tests.workers import wait_for
-from worker import migrate
+from worker.ops import migrate
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,11 @@ from models.session import unit_of_work
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
 from tests.prometheus import parse, total, unbounded_labels
-from worker import backfill, exporter, metrics
+from worker.budget.limiter import GlobalRateLimiter, Throttled
 from worker.loyalty.types import Exchange
-from worker.ratelimit import GlobalRateLimiter, Throttled
-from worker.recording import Policy, Verdict, add_outcome
+from worker.observe import exporter, metrics
+from worker.ops import backfill
+from worker.reconcile.outcomes import Policy, Verdict, add_outcome
 
 
 def local() -> dict:
@@ -130,7 +131,7 @@ def test_the_sweeper_and_the_backfill_count_what_they_drive_again(
 ):
     from tests.factories import events
     from tests.test_operations import age, store
-    from worker.sweep import find_stuck_work
+    from worker.ops.sweep import find_stuck_work
 
     sandbox.register_coupon(6101, "919600006101")
     store(

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from models.session import build_engine
 from tests import services
-from worker import migrate
+from worker.ops import migrate
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from models.outcomes import Outcome
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from tests.factories import events
-from worker import backfill
 from worker.cli import _register, cli
 from worker.intake.store import store_message
-from worker.reconcile import reconcile_order
-from worker.recording import Policy
-from worker.redeem import redeem_points
-from worker.sweep import find_stuck_work
+from worker.ops import backfill
+from worker.ops.sweep import find_stuck_work
+from worker.reconcile.orders import reconcile_order
+from worker.reconcile.outcomes import Policy
+from worker.reconcile.redeem import redeem_points
 
 POLICY = Policy(max_attempts=2, retry_base_seconds=1)
 MOBILE = "919600000001"
@@ -92,7 +92,7 @@ def test_the_sweeper_also_finds_a_redeem_request_left_in_flight(clean_db, settin
 
 
 def test_only_one_sweeper_scans_at_a_time(clean_db, settings):
-    from worker.locks import lock_scope
+    from worker.reconcile.locks import lock_scope
 
     store(clean_db, events.coupon_redeemed("lost-3", 30), events.transaction_completed("lost-3"))
     age(clean_db, settings.sweep_after_seconds + 5)

@@ -10,8 +10,8 @@ from models.redemptions import Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from worker.intake.store import store_message
-from worker.reconcile import reconcile_order
-from worker.recording import Policy
+from worker.reconcile.orders import reconcile_order
+from worker.reconcile.outcomes import Policy
 
 COUPON_PATH = "/v2/coupon/redeem"
 POINTS_PATH = "/v2/points/updateRedemption"
@@ -238,7 +238,7 @@ def test_points_identified_by_external_reference_are_updated_with_it(clean_db, c
 
 
 def test_an_order_locked_by_another_worker_is_reported_busy(clean_db, client, sandbox):
-    from worker.locks import lock_scope
+    from worker.reconcile.locks import lock_scope
 
     publish(clean_db, events.transaction_completed("o-10"))
     with lock_scope(clean_db) as other_worker:

@@ -10,9 +10,9 @@ from models.redemptions import PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from worker.intake.store import store_message
-from worker.reconcile import reconcile_order
-from worker.recording import Policy
-from worker.redeem import redeem_points
+from worker.reconcile.orders import reconcile_order
+from worker.reconcile.outcomes import Policy
+from worker.reconcile.redeem import redeem_points
 
 REDEEM_PATH = "/v1.1/points/redeem"
 POLICY = Policy(max_attempts=3, retry_base_seconds=1)

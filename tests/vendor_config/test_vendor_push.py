@@ -21,7 +21,7 @@ from tests.conftest import SANDBOX_PASSWORD, SANDBOX_USER, SandboxAdmin
 from tests.factories.vendor import SECRET, vendor_config, write_config
 from worker.cli import cli
 from worker.cli import vendor as vendor_cli
-from worker.vendor import InvalidFile, VendorConfig, load_file
+from worker.vendor_config import InvalidFile, VendorConfig, load_file
 
 VENDOR_PATH = "/api_gateway/rewards/core/v1/vendor/redemption"
 BRAND = 61

@@ -16,9 +16,9 @@ from models.session import build_engine, engine_for
 from tests.factories.outcomes import make_outcome
 from tests.factories.redemptions import make_redeem_request, make_redemption
 from tests.factories.transactions import make_transaction
-from worker import migrate
 from worker.cli import audit as audit_cli
 from worker.cli import cli
+from worker.ops import migrate
 from worker.settings import load_settings
 from worker.web import create_app
 
@@ -301,7 +301,7 @@ def test_the_page_reads_the_embedded_sqlite_database(tmp_path):
 
 
 def test_the_operator_log_page_shows_who_did_what_and_why(page, session):
-    from worker.operator_log import record_action
+    from worker.ops.operator_log import record_action
 
     record_action(
         session, operator="alice", action="dead.replay", reason="platform <fixed>",

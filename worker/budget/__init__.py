@@ -1,0 +1,1 @@
+"""The platform's request budget, shared by every worker process on every host."""

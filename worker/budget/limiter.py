@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import Connection, Engine, text
 
-from worker import metrics
+from worker.observe import metrics
 
 log = structlog.get_logger(__name__)
 

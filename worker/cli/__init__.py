@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from worker.logging import configure_logging
+from worker.observe.logging import configure_logging
 from worker.settings import SettingsError
 
 

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.session import engine_for, unit_of_work
-from worker import backfill as backfill_logic
-from worker import ratelimit, resources
+from worker.budget import limiter
 from worker.cli.output import UTC_DATETIME, render
+from worker.ops import backfill as backfill_logic
+from worker.reconcile import resources
 from worker.settings import load_settings
 
 
@@ -59,7 +60,7 @@ def backfill(
     columns = (TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Backfill work takes its share of the budget and leaves live work ahead of it.
     with (
-        ratelimit.tier(ratelimit.REDRIVE),
+        limiter.tier(limiter.REDRIVE),
         Progress(*columns, console=console, transient=True) as progress,
     ):
         task = progress.add_task("backfill", total=total)

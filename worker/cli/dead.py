@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from models.operator_log import DEAD_PURGE, DEAD_REPLAY
 from models.session import engine_for, unit_of_work
-from worker import deadletters
 from worker.cli.output import FORMATS, render, utc_text
-from worker.operator_log import record_action, who
+from worker.ops import deadletters
+from worker.ops.operator_log import record_action, who
 from worker.settings import load_settings
 
 DEFAULT_LIMIT = 100

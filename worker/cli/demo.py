@@ -28,7 +28,7 @@ def demo(orders: int, seed: int, timeout: float, keep: bool) -> None:
     Publishes a realistic mix of orders (out of order, duplicates, an invalid coupon id, a
     malformed message, a few injected 5xx, a points redeem request) and prints the audit.
     """
-    from worker.demo import run_demo
+    from worker.tools.demo import run_demo
 
     raise SystemExit(run_demo(orders=orders, seed=seed, timeout=timeout, keep=keep))
 

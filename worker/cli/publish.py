@@ -8,8 +8,8 @@ from typing import IO
 import click
 from kombu import Connection
 
-from worker.publishing import FALLBACK_ROUTING_KEY, publish_bodies
 from worker.settings import load_settings
+from worker.tools.publishing import FALLBACK_ROUTING_KEY, publish_bodies
 
 
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:

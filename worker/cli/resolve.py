@@ -9,8 +9,8 @@ from sqlalchemy import or_, select
 
 from models.redemptions import FAILED, SUCCEEDED, UNKNOWN, PointsRedeemRequest
 from models.session import engine_for, unit_of_work
-from worker.recording import Verdict
-from worker.redeem import record_outcome, store_redemption
+from worker.reconcile.outcomes import Verdict
+from worker.reconcile.redeem import record_outcome, store_redemption
 from worker.settings import load_settings
 
 

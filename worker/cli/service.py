@@ -11,7 +11,7 @@ from worker.settings import load_settings
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
 def migrate(revision: str) -> None:
     """Upgrade the database at RECON_DATABASE_URL to the newest schema."""
-    from worker import migrate as migrations
+    from worker.ops import migrate as migrations
 
     settings = load_settings()
     migrations.upgrade(settings.database_url, revision)

@@ -10,10 +10,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from models.session import engine_for, unit_of_work
+from worker.budget.limiter import GlobalRateLimiter
 from worker.loyalty import LoyaltyClient
-from worker.ratelimit import GlobalRateLimiter
 from worker.settings import Settings, load_settings
-from worker.vendor import InvalidFile, Planned, VendorConfig, load_directory, plan_push, push_config
+from worker.vendor_config import (
+    InvalidFile,
+    Planned,
+    VendorConfig,
+    load_directory,
+    plan_push,
+    push_config,
+)
 
 #: A push is run by a person who can wait: longer than a task may hold its slot.
 MAX_WAIT_FOR_BUDGET_SECONDS = 60.0
@@ -63,8 +70,8 @@ def push(directory: Path, brand_id: int | None, dry_run: bool) -> None:
     """Check every DIRECTORY/*.json and send the configurations that changed.
 
     Each file is a vendor redemption configuration: the page's request body plus "id" (and
-    optionally "brandId"); see worker/vendor/__init__.py for the shape. Every problem of a file
-    is listed. A configuration whose content is the same as at its last success (5016) is not
+    optionally "brandId"); see worker/vendor_config/__init__.py for the shape. Every problem of a
+    file is listed. A configuration whose content is the same as at its last success (5016) is not
     sent again. Values of apiHeaders are never printed, logged or stored.
 
     Exit status: 0 when every file is pushed or unchanged, 1 when a file is invalid or its push

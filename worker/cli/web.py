@@ -38,7 +38,7 @@ def web(host: str, port: int, demo: bool) -> None:
 
     settings = load_settings()
     if demo:
-        from worker.demo import DEMO_DB
+        from worker.tools.demo import DEMO_DB
 
         if not DEMO_DB.exists():
             raise click.ClickException(

@@ -26,9 +26,9 @@ from kombu.message import Message
 from sqlalchemy import Engine, text
 
 from models.session import database_unavailable, engine_for, unit_of_work
-from worker import metrics
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
+from worker.observe import metrics
 from worker.queues import (
     DEAD_AT_HEADER,
     DEAD_EXCHANGE,

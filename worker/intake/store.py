@@ -26,7 +26,7 @@ from worker.intake.contract import (
     TransactionCompleted,
     parse_event,
 )
-from worker.locks import lock_match_keys
+from worker.reconcile.locks import lock_match_keys
 
 #: A rejected message keeps up to this many of its bytes (all of any body within the intake's
 #: limit) and a text excerpt of the first ones; size and SHA-256 are always of the whole body.

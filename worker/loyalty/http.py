@@ -21,7 +21,6 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
-from worker import metrics
 from worker.loyalty import jsoncodec
 from worker.loyalty.auth import Auth
 from worker.loyalty.envelopes import is_envelope
@@ -36,6 +35,7 @@ from worker.loyalty.errors import (
 )
 from worker.loyalty.redact import excerpt
 from worker.loyalty.types import Exchange
+from worker.observe import metrics
 
 T = TypeVar("T")
 LOGGER_NAME = "worker.loyalty"

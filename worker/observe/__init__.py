@@ -1,0 +1,1 @@
+"""What ops see: structured logs, Prometheus metrics and the metrics exporter."""

@@ -6,7 +6,7 @@ tasks. Each writes its counters to files of its own in ``PROMETHEUS_MULTIPROC_DI
 process sums them when scraped. The directory must be new for each worker instance (several run
 on one host, and a restarted worker must not add its predecessor's totals to its own), and it must
 be set before ``prometheus_client`` is imported by any process of the worker, which is why
-``worker/metrics.py`` imports it lazily and ``start_for_worker`` runs before Celery forks.
+``worker/observe/metrics.py`` imports it lazily and ``start_for_worker`` runs before Celery forks.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and a platform that invents new codes cannot grow the number of series without b
 
 ``prometheus_client`` is imported on first use, not at import: it decides at its own import
 whether to write values to the multiprocess directory, and ``recon worker`` sets that directory
-only once it knows it is the worker (``worker/exporter.py``). Outside a worker (the CLI, the
+only once it knows it is the worker (``worker/observe/exporter.py``). Outside a worker (the CLI, the
 demo, unit tests) the same calls count in this process's memory.
 """
 

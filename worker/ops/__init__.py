@@ -1,0 +1,1 @@
+"""Operations: the sweeper, the nightly backfill, dead letters, migrations and the operator log."""

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from models.redemptions import FAILED, OPEN_STATES, PENDING, SUCCEEDED, Redemption
 from models.session import unit_of_work
-from worker import metrics
 from worker.loyalty import LoyaltyClient
-from worker.reconcile import reconcile_order
-from worker.recording import Policy
+from worker.observe import metrics
+from worker.reconcile.orders import reconcile_order
+from worker.reconcile.outcomes import Policy
 
 log = structlog.get_logger(__name__)
 

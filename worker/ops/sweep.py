@@ -14,10 +14,10 @@ from sqlalchemy import Engine, and_, or_, select
 from models.redemptions import IN_FLIGHT, PENDING, RETRYING, PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
-from worker import metrics
 from worker.intake.store import Stored
-from worker.locks import lock_scope
-from worker.recording import MAX_BACKOFF_SECONDS
+from worker.observe import metrics
+from worker.reconcile.locks import lock_scope
+from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from models.redemptions import COUPON, FAILED, PENDING, RETRYING, SUCCEEDED, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
-from worker.locks import CustomerBusy, LockScope, lock_scope
+from worker.budget.limiter import Throttled, customer_busy
 from worker.loyalty import (
     CouponUpdate,
     Customer,
@@ -30,8 +30,8 @@ from worker.loyalty import (
     is_transient_code,
 )
 from worker.loyalty.validation import check_coupon_update
-from worker.ratelimit import Throttled, customer_busy
-from worker.recording import (
+from worker.reconcile.locks import CustomerBusy, LockScope, lock_scope
+from worker.reconcile.outcomes import (
     Policy,
     Verdict,
     add_outcome,

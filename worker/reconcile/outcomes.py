@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from models.outcomes import Outcome
 from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
 from models.transactions import Transaction
-from worker import metrics
+from worker.budget.limiter import DEFAULT_PAUSE_SECONDS
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
-from worker.ratelimit import DEFAULT_PAUSE_SECONDS
+from worker.observe import metrics
 
 #: Celery's retry message must come back before RabbitMQ's consumer_timeout (30 min): a wait
 #: longer than this is left to the sweeper and the backfill.

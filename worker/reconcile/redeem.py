@@ -29,8 +29,8 @@ from models.redemptions import (
 )
 from models.session import unit_of_work
 from models.upsert import insert
+from worker.budget.limiter import Throttled, customer_busy
 from worker.intake.store import attach_redemption
-from worker.locks import CustomerBusy, lock_match_keys, lock_scope
 from worker.loyalty import (
     Exchange,
     LocalRejection,
@@ -40,8 +40,8 @@ from worker.loyalty import (
     Rejected,
     Transient,
 )
-from worker.ratelimit import Throttled, customer_busy
-from worker.recording import (
+from worker.reconcile.locks import CustomerBusy, lock_match_keys, lock_scope
+from worker.reconcile.outcomes import (
     Policy,
     Verdict,
     add_outcome,

@@ -12,9 +12,9 @@ from threading import Lock
 from sqlalchemy import Engine
 
 from models.session import engine_for, forget_engines_after_fork
+from worker.budget.limiter import GlobalRateLimiter
 from worker.loyalty import LoyaltyClient
-from worker.ratelimit import GlobalRateLimiter
-from worker.recording import Policy
+from worker.reconcile.outcomes import Policy
 from worker.settings import Settings
 
 

@@ -10,11 +10,13 @@ from celery import Task
 from celery.exceptions import Reject
 
 from models.session import database_unavailable
-from worker import backfill, deliveries, ratelimit, reconcile, redeem, resources, sweep
 from worker.app import app, settings_of
+from worker.budget import limiter
 from worker.intake.store import Stored
+from worker.ops import backfill, sweep
 from worker.queues import REDRIVE_QUEUE
-from worker.recording import MAX_BACKOFF_SECONDS
+from worker.reconcile import deliveries, orders, redeem, resources
+from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -87,8 +89,8 @@ def _busy_delay() -> float:
 def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> dict[str, Any]:
     """Attach the order's bill to its open redemptions (idempotent)."""
     r = self.resources
-    with ratelimit.tier(ratelimit.REDRIVE if redriven else ratelimit.LIVE):
-        report = reconcile.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
+    with limiter.tier(limiter.REDRIVE if redriven else limiter.LIVE):
+        report = orders.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return report.as_dict()
 
@@ -104,7 +106,7 @@ def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> 
 def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
     r = self.resources
-    with ratelimit.tier(ratelimit.REDRIVE if redriven else ratelimit.LIVE):
+    with limiter.tier(limiter.REDRIVE if redriven else limiter.LIVE):
         report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
     if report.status == "succeeded" and report.order_ref:
         enqueue_order(report.order_ref, redriven=redriven)

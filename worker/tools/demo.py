@@ -20,15 +20,15 @@ from models.redemptions import IN_FLIGHT, PENDING, RETRYING, PointsRedeemRequest
 from models.session import engine_for, unit_of_work
 from sandbox.config import SandboxConfig
 from sandbox.server import start_sandbox
-from worker import migrate
 from worker.app import configure
 from worker.audit.outcomes import count_outcomes, outcomes_for_order
 from worker.cli.output import render
-from worker.logging import configure_logging
-from worker.publishing import dumps, publish_bodies
+from worker.observe.logging import configure_logging
+from worker.ops import migrate
 from worker.queues import REDRIVE_QUEUE, TASK_QUEUE
-from worker.scenario import build_scenario, register_with_sandbox
 from worker.settings import DEFAULT_DATABASE_URL, load_settings
+from worker.tools.publishing import dumps, publish_bodies
+from worker.tools.scenario import build_scenario, register_with_sandbox
 
 # The default database, so that `recon audit ...` as written in the README reads the demo's.
 DEMO_DB = Path(DEFAULT_DATABASE_URL.removeprefix("sqlite:///"))

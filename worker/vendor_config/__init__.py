@@ -34,9 +34,9 @@ content hash; a refusal records ``failed`` with the platform's code; a transient
 records ``gave_up`` and is sent again by the next push; refused credentials stop the push.
 """
 
-from worker.vendor.files import InvalidFile, VendorConfig, load_directory, load_file
-from worker.vendor.push import Planned, PushResult, content_sha256, plan_push, push_config
-from worker.vendor.validate import Problem, check_document
+from worker.vendor_config.files import InvalidFile, VendorConfig, load_directory, load_file
+from worker.vendor_config.push import Planned, PushResult, content_sha256, plan_push, push_config
+from worker.vendor_config.validate import Problem, check_document
 
 __all__ = [
     "InvalidFile",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.vendor.validate import ADDRESS_KEYS, Problem, check_document
+from worker.vendor_config.validate import ADDRESS_KEYS, Problem, check_document
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from models.base import utcnow
 from models.redemptions import FAILED, GAVE_UP, SUCCEEDED
 from models.upsert import insert
 from models.vendor import VendorConfigState
+from worker.budget.limiter import Throttled
 from worker.loyalty import Exchange, LoyaltyError, Transient, Unauthorized, VendorClient
 from worker.loyalty.redact import MASK
-from worker.ratelimit import Throttled
-from worker.recording import Verdict, add_outcome
-from worker.vendor.files import VendorConfig
+from worker.reconcile.outcomes import Verdict, add_outcome
+from worker.vendor_config.files import VendorConfig
 
 KIND = "vendor"
 MIN_SECRET_LENGTH = 6

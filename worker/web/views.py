@@ -319,7 +319,7 @@ def rejected() -> str:
 def dead() -> str:
     from kombu import Connection
 
-    from worker import deadletters
+    from worker.ops import deadletters
 
     settings = current_app.config["RECON_SETTINGS"]
     problem = None
