@@ -200,6 +200,22 @@ def test_recon_migrate_says_in_one_line_when_the_service_role_does_not_exist(dat
     assert "CREATE ROLE" in line
 
 
+def test_recon_migrate_check_without_a_service_role_says_there_is_nothing_to_check(migrated):
+    checked = subprocess.run(
+        [shipped.RECON, "migrate", "--check"],
+        env=shipped.product_env(
+            {"RECON_DATABASE_URL": migrated["owner_url"], "RECON_DATABASE_SERVICE_ROLE": ""}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 1
+    [line] = checked.stderr.strip().splitlines()
+    assert "RECON_DATABASE_SERVICE_ROLE is not set" in line
+
+
 def test_recon_migrate_says_in_one_line_what_the_service_role_lacks(migrated):
     service = sql.Identifier(migrated["service"])
     with admin(migrated["owner_url"]) as conn:

@@ -77,10 +77,12 @@ def settle_service_role(database_url: str, *, role: str, grant: bool) -> Verdict
         if engine.dialect.name != "postgresql":
             return Verdict()  # SQLite has no roles: its triggers are the whole protection
         if not role:
+            unset = "RECON_DATABASE_SERVICE_ROLE is not set"
+            if not grant:
+                return Verdict(problem=f"{unset}: there is no service role to check")
             return Verdict(
-                note="note: RECON_DATABASE_SERVICE_ROLE is not set, so no role was granted "
-                "anything: the service must run as a role that does not own the tables "
-                '(README, "Database roles")'
+                note=f"note: {unset}, so no role was granted anything: the service must run as "
+                'a role that does not own the tables (README, "Database roles")'
             )
         with engine.begin() as connection:
             me = connection.execute(text("SELECT current_user")).scalar_one()
