@@ -15,8 +15,8 @@ from worker.settings import ENV_VARS
 
 HERE = Path(__file__).parents[1]  # tests/
 COMPOSE = yaml.safe_load((HERE.parent / "compose.yaml").read_text())
-RECON_SERVICES = ("migrate", "sandbox", "worker", "beat")
-LONG_RUNNING = ("postgres", "rabbitmq", "sandbox", "worker", "beat", "flower")
+RECON_SERVICES = ("migrate", "sandbox", "worker", "beat", "web")
+LONG_RUNNING = ("postgres", "rabbitmq", "sandbox", "worker", "beat", "web", "flower")
 
 
 def test_the_whole_product_is_in_compose():
@@ -84,3 +84,26 @@ def test_each_variable_compose_sets_is_one_the_settings_read(service):
     environment = COMPOSE["services"][service]["environment"]
     unknown = sorted(set(environment) - set(ENV_VARS))
     assert not unknown, f"{service} sets variables nothing reads: {unknown}"
+
+
+def test_migrations_run_as_the_owner_and_the_service_as_a_role_that_owns_nothing():
+    env = COMPOSE["x-recon-env"]
+    migrate = COMPOSE["services"]["migrate"]["environment"]
+    owner = migrate["RECON_DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+    service = env["RECON_DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+    assert owner != service
+    assert migrate["RECON_DATABASE_SERVICE_ROLE"] == service
+    for name in ("worker", "beat", "web"):
+        environment = COMPOSE["services"][name]["environment"]
+        assert environment["RECON_DATABASE_URL"] == env["RECON_DATABASE_URL"], name
+    # The postgres image runs deploy/postgres/roles.sh on its first start; the file exists.
+    postgres = COMPOSE["services"]["postgres"]
+    [mount] = [v for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert (HERE.parent / mount.split(":", 1)[0]).is_file()
+    assert postgres["environment"]["POSTGRES_USER"] not in (owner, service)
+
+
+def test_the_audit_page_is_published_on_loopback_only():
+    web = COMPOSE["services"]["web"]
+    assert all(port.startswith("127.0.0.1:") for port in web["ports"])
+    assert "RECON_WEB_TOKEN" in web["environment"]

@@ -72,8 +72,9 @@ def passes(service: str, env: dict[str, str], cwd: Path) -> bool:
 
 
 @pytest.fixture
-def env(pg_url, amqp_url, sandbox):
-    return compose_env(pg_url, amqp_url, sandbox.url)
+def env(pg_service_url, amqp_url, sandbox):
+    # Worker and beat connect as the service role, as compose runs them.
+    return compose_env(pg_service_url, amqp_url, sandbox.url)
 
 
 @pytest.mark.parametrize("service", ["worker", "beat", "sandbox"])

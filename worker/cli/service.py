@@ -9,13 +9,31 @@ from worker.settings import load_settings
 
 @click.command()
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
-def migrate(revision: str) -> None:
-    """Upgrade the database at RECON_DATABASE_URL to the newest schema."""
+@click.option(
+    "--check", is_flag=True,
+    help="Change nothing: only check that RECON_DATABASE_SERVICE_ROLE holds what the service "
+    "needs and nothing that could rewrite the audit trail.",
+)  # fmt: skip
+def migrate(revision: str, check: bool) -> None:
+    """Upgrade the database at RECON_DATABASE_URL to the newest schema.
+
+    On PostgreSQL, run it as the migration role (the owner of the tables) with
+    RECON_DATABASE_SERVICE_ROLE naming the role the service runs as: it then grants that role
+    its privileges (SELECT and INSERT only on the audit trail) and checks them.
+    """
     from worker.ops import migrate as migrations
 
     settings = load_settings()
-    migrations.upgrade(settings.database_url, revision)
-    click.echo(f"database is at revision {revision}")
+    if not check:
+        migrations.upgrade(settings.database_url, revision)
+        click.echo(f"database is at revision {revision}")
+    verdict = migrations.settle_service_role(
+        settings.database_url, role=settings.database_service_role, grant=not check
+    )
+    if verdict.problem:
+        raise click.ClickException(verdict.problem)
+    if verdict.note:
+        click.echo(verdict.note, err=True)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
