@@ -28,6 +28,7 @@ VOCABULARY: dict[str, set[str]] = {
     "work": {"live", "redriven", "order", "redeem_request", "other"},
     "item": {"redemption", "redeem_request"},
     "state": {"pending", "in_flight", "retrying", "gave_up"},
+    "queue": {"events", "reconcile", "redrive", "dead"},
 }  # fmt: skip
 #: A platform code the product knows (3 to 4 digits), or one of the two catch-alls.
 CODE = re.compile(r"^(none|other|\d{3,4})$")
