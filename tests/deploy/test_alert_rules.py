@@ -4,12 +4,9 @@ runbook section whose commands are real `recon` commands."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -18,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from models.session import unit_of_work
-from tests.prometheus import parse
+from tests.prometheus import parse, require_prometheus_tool
 from worker.cli import _register, cli
 from worker.loyalty.types import Exchange
 from worker.observe import exporter, metrics
@@ -43,21 +40,24 @@ PAGES = {
 }  # fmt: skip
 
 
-def promtool() -> str | None:
-    beside = Path(sys.executable).parent / "promtool"  # where `make test` puts it
-    return str(beside) if beside.exists() else shutil.which("promtool")
-
-
 def test_promtool_accepts_the_rules_and_their_unit_tests_pass():
-    tool = promtool()
-    if tool is None:
-        message = "promtool is not installed (make test installs it: scripts/install-promtool)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    tool = require_prometheus_tool("promtool")
     for args in (["check", "rules", str(RULES)], ["test", "rules", str(RULE_TESTS)]):
         done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-compose.yml"])
+def test_promtool_accepts_the_prometheus_configurations_with_their_rules(config):
+    tool = require_prometheus_tool("promtool")
+    done = subprocess.run(
+        [tool, "check", "config", str(RULES.parent / config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rule files found" in done.stdout  # alerts.yml, beside it
 
 
 def exported_names(settings, engine) -> set[str]:
