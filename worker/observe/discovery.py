@@ -101,6 +101,18 @@ def remove_stale_target_files(root: Path) -> list[Path]:
     return removed
 
 
+def live_target_files(root: Path) -> list[Path]:
+    """The target files in ``root`` whose process still runs."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.glob("recon-*.json")):
+        match = _FILE_NAME.match(path.name)
+        if match is not None and alive(int(match.group(2))):
+            found.append(path)
+    return found
+
+
 def banner_lines() -> list[str]:
     """For the start-up banner: where /metrics is, and the file that says so."""
     if _current is None:
