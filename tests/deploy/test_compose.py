@@ -124,7 +124,8 @@ def test_prometheus_scrapes_worker_and_beat_on_the_port_they_serve():
     )
 
 
-def test_the_web_page_is_served_on_this_host_only():
+def test_the_web_page_is_served_on_this_host_only_and_with_a_token():
     web = COMPOSE["services"]["web"]
     assert web["ports"] == ["127.0.0.1:8790:8790"]
     assert web["command"][:2] == ["recon", "web"]
+    assert web["environment"]["RECON_WEB_TOKEN"] == "${RECON_WEB_TOKEN:-}"  # from .env
