@@ -189,3 +189,30 @@ def test_the_image_default_command_is_a_real_command():
     )
     assert answer.returncode == 0
     assert "Usage: recon" in answer.stdout
+
+
+def test_recon_version_is_the_one_pyproject_says_and_the_changelog_has_it():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    shown = subprocess.run(
+        [shipped.RECON, "--version"],
+        env=shipped.product_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == f"recon, version {version}"
+    headings = re.findall(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert headings[0].startswith("Unreleased")
+    assert any(heading.split()[0] == version for heading in headings[1:]), headings
+    # Nowhere else: a second copy of the version would drift.
+    for path in (ROOT / "worker").rglob("*.py"):
+        assert version not in path.read_text(), path
+
+
+def test_the_wheel_carries_the_licence(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: MIT" in archive.read(metadata).decode()
+        licences = [n for n in archive.namelist() if n.endswith("licenses/LICENSE")]
+        assert licences
+        assert archive.read(licences[0]) == (ROOT / "LICENSE").read_bytes()
