@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
+#: The embedded default is the demo's database, in the folder where `recon demo` (`make demo`)
+#: keeps everything it leaves behind; `recon audit ...` run from the same folder reads it.
+DEFAULT_DATABASE_URL = "sqlite:///recon-demo/recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
 

@@ -75,11 +75,30 @@ def beat(celery_args: tuple[str, ...]) -> None:
     "--lost-rate", type=click.FloatRange(0, 1), help="Share of answers lost after effect."
 )
 @click.option("--seed", type=int, help="Seed for the fault injection.")
-def sandbox(host: str, port: int, **faults: float | int | None) -> None:
-    """Run the stand-in loyalty API (real HTTP, in-memory state, fault injection)."""
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="A till user it accepts (repeatable); replaces the built-in store.server.",
+)
+def sandbox(host: str, port: int, users: tuple[str, ...], **faults: float | int | None) -> None:
+    """Run the stand-in loyalty API (real HTTP, in-memory state, fault injection).
+
+    It accepts one till user unless --user says otherwise: store.server with the password
+    server123 (Basic auth), and the OAuth client key recon-key with the secret recon-secret. It
+    prints them when it starts. A worker talks to it with
+
+    \b
+      LOYALTY_API_URL=http://127.0.0.1:8780
+      LOYALTY_API_USERNAME=store.server
+      LOYALTY_API_PASSWORD=server123
+    """
     from sandbox.server import main as sandbox_main
 
     argv = ["--host", host, "--port", str(port)]
+    for user in users:
+        argv += ["--user", user]
     for name, value in faults.items():
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]

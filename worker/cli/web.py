@@ -33,7 +33,7 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--demo", is_flag=True,
-    help="Show the database `make demo` left in this folder (recon.sqlite3), whatever "
+    help="Show the database `make demo` left here (recon-demo/recon.sqlite3), whatever "
     "RECON_DATABASE_URL says.",
 )  # fmt: skip
 @click.option(
