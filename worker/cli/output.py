@@ -24,6 +24,7 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")
@@ -141,7 +142,9 @@ def _table(
         )
     count = 0
     for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in shown))
+        # Text, not markup: a value holding "[/x]" or "[link=...]" is shown as it is, and
+        # cannot restyle the table or crash it (rich raises on an unmatched closing tag).
+        table.add_row(*(Text(_cell(row.get(name))) for name in shown))
         count += 1
     if count:
         console.print(table)
