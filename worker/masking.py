@@ -134,25 +134,63 @@ def redact(value: Any, *, depth: int = 0) -> Any:
 
 def _redact_string(text: str, depth: int) -> str:
     if text.lstrip()[:1] in ("{", "["):
-        parsed = _parse(text)
-        if parsed is not _NOT_JSON:
+        parsed = parse_json(text)
+        if parsed is not NOT_JSON:
             cleaned = redact(parsed, depth=depth + 1)
             return text if cleaned == parsed else _dumps(cleaned)
     return redact_text(text)
 
 
-_NOT_JSON = object()
+NOT_JSON = object()
+#: Deeper JSON is not parsed: the standard parser recurses (in C) once per level.
+MAX_PARSE_NESTING = 256
 
 
-def _parse(text: str) -> Any:
-    """JSON with exact decimals, or ``_NOT_JSON``: too long, malformed, or nested too deep."""
+def parse_json(text: str | bytes, *, exact: bool = True) -> Any:
+    """JSON (non-integral numbers as ``Decimal`` when ``exact``), or ``NOT_JSON``: too long,
+    malformed, or nested too deep.
+
+    The nesting is measured first, in one linear pass, so the parser never meets a body 100,000
+    levels deep, whatever the interpreter's recursion limit is at the time.
+    """
     if len(text) > MAX_PARSE_CHARS:
-        return _NOT_JSON
+        return NOT_JSON
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return NOT_JSON
+    if _nesting(text) > MAX_PARSE_NESTING:
+        return NOT_JSON
     try:
-        return json.loads(text, parse_float=Decimal)
+        return json.loads(text, parse_float=Decimal if exact else float)
     except (ValueError, RecursionError):
-        # The parser's own bound on nesting: a body 100,000 levels deep is text, not a crash.
-        return _NOT_JSON
+        return NOT_JSON
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of brackets outside strings (a bound: malformed text may read deeper)."""
+    if text.count("[") + text.count("{") <= MAX_PARSE_NESTING:
+        return 0  # cannot be deeper than that: no need to look closer
+    deepest = level = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest
+
 
 
 def _dumps(value: Any) -> str:
@@ -185,9 +223,9 @@ def excerpt(value: Any, limit: int = EXCERPT_LIMIT) -> str:
         if len(raw) > MAX_PARSE_CHARS:
             raw = raw[: limit * 4]  # not parsed: only what can be shown is decoded
         value = raw.decode("utf-8", errors="backslashreplace")
-    parsed = _parse(value) if isinstance(value, str) else value
+    parsed = parse_json(value) if isinstance(value, str) else value
     # Not JSON (or too big or deep to parse): only what can be shown is masked, as text.
-    text = redact_text(value[: limit * 2]) if parsed is _NOT_JSON else _dumps(redact(parsed))
+    text = redact_text(value[: limit * 2]) if parsed is NOT_JSON else _dumps(redact(parsed))
     return text if len(text) <= limit else text[: limit - 1] + CUT
 
 

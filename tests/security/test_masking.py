@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import subprocess
+import sys
 import time
 
 import pytest
@@ -29,6 +30,11 @@ CREDENTIAL_KEYS = (
 )  # fmt: skip
 SECRETS = {
     key: f"S3CR3T-{n:02d}-{key.replace(' ', '')[:3]}" for n, key in enumerate(CREDENTIAL_KEYS)
+}
+INTAKE_HEADERS = {
+    "x-recon-reason": "could not be stored",
+    "x-recon-original-exchange": "orders",
+    "x-recon-original-routing-key": "coupon.redeemed",
 }
 CONTROL = ("\x1b", "\x07", "\x9b", "\x00", "\u202e", "\x08", "\r")
 
@@ -132,6 +138,31 @@ def test_a_dead_letter_nested_100000_deep_is_listed_shown_and_paged(workers, dea
     assert "RecursionError" not in shown.stderr + listing.stderr
     assert time.monotonic() - started < 60  # two commands, not minutes of CPU
     assert web_page(workers, "/dead").status_code == 200
+
+
+@pytest.mark.e2e
+def test_a_dead_letter_with_headers_nested_10000_deep_does_not_stop_the_listing(
+    workers, dead_queue
+):
+    """AMQP header tables nest as deep as one frame holds; py-amqp decodes them recursively."""
+    deep: dict = {}
+    level = deep
+    for _ in range(10_000):
+        level["a"] = {}
+        level = level["a"]
+    level["password"] = SECRETS["password"]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(30_000)  # our publisher's encoder recurses too
+    try:
+        publish_dead(workers, b"{}", {"deep": deep, **INTAKE_HEADERS}, "coupon.redeemed")
+    finally:
+        sys.setrecursionlimit(limit)
+    publish_dead(workers, b'{"n": 2}', INTAKE_HEADERS, "coupon.redeemed")
+    rows = listed(workers)
+    assert [row["excerpt"] for row in rows] == ["{}", '{"n":2}']
+    shown = recon_dead(workers, "show", rows[0]["id"])
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert leaked(shown.stdout) == []
 
 
 @pytest.fixture

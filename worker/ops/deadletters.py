@@ -21,6 +21,7 @@ A refusal is recorded too, and the message stays.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -88,7 +89,8 @@ def _walk(connection: Connection, queue: Queue) -> Iterator[Iterator[Message]]:
             # Only what was there when the walk started: a message dead-lettered meanwhile
             # (or a replayed copy dying again) waits for the next walk, so the walk ends.
             for _ in range(min(count, MAX_WALK)):
-                message = bound.get(no_ack=False, accept=None)
+                with _room_for_nested_headers(connection):
+                    message = bound.get(no_ack=False, accept=None)
                 if message is None:
                     return
                 yield message
@@ -98,6 +100,25 @@ def _walk(connection: Connection, queue: Queue) -> Iterator[Iterator[Message]]:
         # Closing the channel hands every unacked message back to the queue, in place.
         if channel.is_open:
             channel.close()
+
+
+@contextmanager
+def _room_for_nested_headers(connection: Connection) -> Iterator[None]:
+    """Let py-amqp decode headers nested as deep as one frame can hold.
+
+    py-amqp decodes a header table recursively, one Python call per level, and a publisher can
+    nest them about ``frame_max / 5`` levels deep (26,000 at the default 128 KiB), far past
+    Python's limit of 1,000: the RecursionError would stop every listing at that message. Calls
+    from Python to Python take no C stack (3.11+), so the limit is raised for the decoding only;
+    everything after it (``dead_message``, ``masking``) is bounded by depth itself.
+    """
+    frame_max = getattr(connection.connection, "frame_max", None) or 131_072
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, frame_max // 4 + 2_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def waiting(connection: Connection, *, queues: Collection[Queue] = DEAD_QUEUES) -> int:

@@ -21,17 +21,15 @@ Everything else is refused, with a reason for the operator.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from models.dead_tasks import task_fingerprint
-from worker.masking import shown
+from worker.masking import parse_json, shown
 from worker.ops.dead_message import DeadMessage, latest_death, text
 from worker.queues import ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER
 
 RECON_PREFIX = "x-recon-"
-MAX_TASK_BODY = 65_536
 
 
 @dataclass(frozen=True)
@@ -132,12 +130,7 @@ def _task_plan(dead: DeadMessage, topology: Topology, died_in: str | None) -> Pl
 
 
 def _task_call(body: bytes) -> tuple[list[Any], dict[str, Any]] | None:
-    if len(body) > MAX_TASK_BODY:
-        return None
-    try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+    decoded = parse_json(body, exact=False)  # as Celery decodes it for the task
     if not (isinstance(decoded, list) and len(decoded) == 3):
         return None
     args, kwargs, embed = decoded
