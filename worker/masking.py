@@ -17,6 +17,7 @@ in time linear in their input (bounded or possessive repetition, no nested quant
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping, MutableMapping
@@ -60,20 +61,34 @@ _AFTER = re.compile(
 _SCHEME = re.compile(r"(?i)\b(basic|bearer|digest)\s+[A-Za-z0-9+/=._~\-]{6,}")
 
 
+#: Every credential word and scheme contains one of these: text with none of them is left alone
+#: after one search, which keeps the log processor cheap.
+_HINT = re.compile(r"(?i)pass|pwd|secret|token|key|auth|cookie|credential|basic|bearer|digest")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
 def _normal(key: str) -> str:
-    return "".join(char for char in key[:128].lower() if char.isalnum())
+    return _NON_ALNUM.sub("", key[:128].lower())
+
+
+@functools.lru_cache(maxsize=4096)
+def _kind_of_key(key: str) -> int:
+    """0 an ordinary key, 1 a credential, 2 a container of credentials (cached: keys repeat)."""
+    name = _normal(key)
+    if name in _EXACT or any(part in name for part in _CONTAINS):
+        return 1
+    return 2 if name in _CONTAINERS else 0
 
 
 def is_credential_key(key: object) -> bool:
     """``X-Api-Key``, ``client_secret``, ``clientSecret``, ``Set-Cookie``, ``private key``..."""
-    if not isinstance(key, str):
-        return False
-    name = _normal(key)
-    return name in _EXACT or any(part in name for part in _CONTAINS)
+    return isinstance(key, str) and _kind_of_key(key) == 1
 
 
 def redact_text(text: str) -> str:
     """Free text with credential-looking values masked (``Basic xxx``, ``"password": "..."``)."""
+    if _HINT.search(text) is None:
+        return text
     text = _SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
     pieces: list[str] = []
     done = 0
@@ -115,25 +130,28 @@ def redact(value: Any, *, depth: int = 0) -> Any:
     """
     if depth >= MAX_DEPTH:
         return CUT
+    if isinstance(value, str):
+        return _redact_string(value, depth)
+    if isinstance(value, int | float | None):
+        return value  # the common leaves first: the Mapping check below is slow, logs are hot
+    if isinstance(value, list | tuple):
+        return [redact(item, depth=depth + 1) for item in value]
     if isinstance(value, Mapping):
         copy: dict[Any, Any] = {}
         for key, item in value.items():
-            if is_credential_key(key):
+            kind = _kind_of_key(key) if isinstance(key, str) else 0
+            if kind == 1:
                 copy[key] = MASK
-            elif isinstance(key, str) and _normal(key) in _CONTAINERS:
+            elif kind == 2:
                 copy[key] = {name: MASK for name in item} if isinstance(item, Mapping) else MASK
             else:
                 copy[key] = redact(item, depth=depth + 1)
         return copy
-    if isinstance(value, list | tuple):
-        return [redact(item, depth=depth + 1) for item in value]
-    if isinstance(value, str):
-        return _redact_string(value, depth)
     return value
 
 
 def _redact_string(text: str, depth: int) -> str:
-    if text.lstrip()[:1] in ("{", "["):
+    if text[:1] in ("{", "[") or text.lstrip()[:1] in ("{", "["):
         parsed = parse_json(text)
         if parsed is not NOT_JSON:
             cleaned = redact(parsed, depth=depth + 1)
@@ -190,7 +208,6 @@ def _nesting(text: str) -> int:
         elif char in "]}":
             level -= 1
     return deepest
-
 
 
 def _dumps(value: Any) -> str:

@@ -76,6 +76,16 @@ def _topology(settings: Settings) -> replay_rules.Topology:
     )
 
 
+def _goes(dead: DeadMessage, topology: replay_rules.Topology) -> str:
+    """Where a replay of ``dead`` would go, or why it would not, in a few words."""
+    decided = replay_rules.plan(dead, topology)
+    if isinstance(decided, replay_rules.EventReplay):
+        return f"{decided.exchange} / {decided.routing_key}"
+    if isinstance(decided, replay_rules.TaskReplay):
+        return "its task queue, if the worker recorded dead-lettering it (checked at replay)"
+    return decided.why
+
+
 def _recorder(
     session: Session, *, action: str, operator: str, reason: str
 ) -> Callable[[DeadMessage], None]:
@@ -165,11 +175,12 @@ def dead() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def list_(limit: int, fmt: str) -> None:
     """Dead messages with their death reason, count and where they came from (none taken)."""
+    topology = _topology(load_settings())
     with _broker() as connection:
         found = deadletters.peek(connection, limit=limit)
     render(
-        (message.as_row() for message in found),
-        deadletters.DeadMessage.LIST_FIELDS,
+        ({**message.as_row(), "replays_to": _goes(message, topology)} for message in found),
+        (*DeadMessage.LIST_FIELDS, "replays_to"),
         fmt,
         "Dead-lettered messages",
         empty="No dead-lettered messages.",
@@ -191,13 +202,7 @@ def show(message_id: str) -> None:
         found = deadletters.find(connection, message_id)
     if found is None:
         raise click.ClickException(f"no dead message {message_id!r} (see `recon dead list`)")
-    decided = replay_rules.plan(found, _topology(settings))
-    if isinstance(decided, replay_rules.EventReplay):
-        goes = f"exchange {decided.exchange!r} routing key {decided.routing_key!r}"
-    elif isinstance(decided, replay_rules.TaskReplay):
-        goes = "its task queue, if the worker recorded dead-lettering it (checked at replay)"
-    else:
-        goes = f"nowhere: {decided.why}"
+    goes = _goes(found, _topology(settings))
     click.echo(f"id:            {found.id}")
     click.echo(f"queue:         {found.queue}")
     click.echo(f"dead at:       {utc_text(found.dead_at) if found.dead_at else '-'}")
