@@ -13,6 +13,9 @@ import time
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from models.session import unit_of_work
@@ -227,3 +230,43 @@ def test_log_lines_mask_credentials_however_their_keys_are_spelt():
     output = stream.getvalue()
     assert "hostile.message" in output
     assert leaked(output) == []
+
+
+WORDS = ["api key", "secret", "token", "password", "passwd", "authorization", "cookie",
+         "private key", "access key", "credential"]  # fmt: skip
+
+
+@st.composite
+def credential_keys(draw: st.DrawFn) -> str:
+    """A credential word spelt any way: any case, any separator, a prefix and a suffix."""
+    word = draw(st.sampled_from(WORDS))
+    separator = draw(st.sampled_from(["", " ", "-", "_", "."]))
+    spelt = separator.join(word.split(" "))
+    spelt = "".join(c.upper() if draw(st.booleans()) else c for c in spelt)
+    prefix = draw(st.sampled_from(["", "x-", "client_", "X-Vendor-", "my"]))
+    suffix = draw(st.sampled_from(["", "s", "_value", "-Header", "Id"]))
+    return prefix + spelt + suffix
+
+
+@given(
+    key=credential_keys(),
+    secret=st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=10, max_size=24),
+    form=st.sampled_from(["json", "nested", "header", "text", "query", "xml"]),
+)
+@examples(max_examples=300, deadline=None)
+def test_no_spelling_of_a_credential_key_lets_its_value_through(key, secret, form):
+    from worker.masking import redact, shown, shown_excerpt
+
+    if form == "json":
+        seen = shown_excerpt(json.dumps({"event_id": "e", key: secret}).encode(), 300)
+    elif form == "nested":
+        seen = shown_excerpt(json.dumps({"a": [{"b": {key: secret}}]}).encode(), 300)
+    elif form == "header":
+        seen = json.dumps(redact({"headers": {key: secret}}))
+    elif form == "text":
+        seen = shown(f"{key}: {secret}")
+    elif form == "query":
+        seen = shown(f"user=bob&{key}={secret}&x=1")
+    else:
+        seen = shown_excerpt(f"<r><{key}>{secret}</{key}></r>".encode(), 300)
+    assert secret not in seen
