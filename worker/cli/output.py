@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from worker.masking import printable
+
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")
 FREE_TEXT = frozenset(
@@ -143,8 +145,9 @@ def _table(
     count = 0
     for row in rows:
         # Text, not markup: a value holding "[/x]" or "[link=...]" is shown as it is, and
-        # cannot restyle the table or crash it (rich raises on an unmatched closing tag).
-        table.add_row(*(Text(_cell(row.get(name))) for name in shown))
+        # cannot restyle the table or crash it (rich raises on an unmatched closing tag); and
+        # escaped: an order reference or a platform's message may hold terminal control codes.
+        table.add_row(*(Text(printable(_cell(row.get(name)))) for name in shown))
         count += 1
     if count:
         console.print(table)
