@@ -1,4 +1,4 @@
-"""Dead-lettered messages: look at them, put them back where they came from, or drop them.
+"""Dead-lettered messages: look at them, send them back where the product allows, or drop them.
 
 Every product queue dead-letters to the fanout exchange ``recon.dlx``, bound to the queue
 ``recon.dead``. A message there carries either RabbitMQ's ``x-death`` header (the broker
@@ -21,6 +21,7 @@ A refusal is recorded too, and the message stays.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -48,8 +49,6 @@ from worker.queues import DEAD_QUEUE
 DEAD_QUEUES: tuple[Queue, ...] = (DEAD_QUEUE,)
 #: A walk never holds more than this many unacked messages at once.
 MAX_WALK = 100_000
-#: Builds task messages only (never connects): replayed task calls are made afresh.
-_TASK_MESSAGES = Celery("recon-replay", set_as_current=False)
 
 
 class DeadTaskRecord(Protocol):
@@ -67,6 +66,12 @@ class Replayed:
     #: For a task: the call to send again, and the worker's record of its dead-lettering.
     task: TaskReplay | None = None
     record: DeadTaskRecord | None = None
+
+
+@functools.cache
+def _task_messages() -> Celery:
+    """A Celery app that only builds task messages (it never connects): replays are made afresh."""
+    return Celery("recon-replay", set_as_current=False)
 
 
 @contextmanager
@@ -234,7 +239,7 @@ def _publish_copy(producer: Producer, dead: DeadMessage, route: Replayed) -> Non
     task = route.task
     if task is not None:
         # Celery's own message builder; a new id, so the copy's returns are counted afresh.
-        message = _TASK_MESSAGES.amqp.as_task_v2(
+        message = _task_messages().amqp.as_task_v2(
             str(uuid.uuid4()), task.task_name, args=task.args, kwargs=task.kwargs,
             argsrepr=repr(task.args)[:1024], kwargsrepr=repr(task.kwargs)[:1024],
             origin="recon dead replay", ignore_result=True,
