@@ -1,6 +1,7 @@
 """SQLAlchemy models of the reconciler. Importing this package registers every table."""
 
 from models.base import Base
+from models.dead_tasks import DeadTask
 from models.deliveries import TaskDelivery
 from models.events import InboxEvent
 from models.operator_log import OperatorAction
@@ -12,6 +13,7 @@ from models.vendor import VendorConfigState
 
 __all__ = [
     "Base",
+    "DeadTask",
     "InboxEvent",
     "OperatorAction",
     "Outcome",

@@ -16,8 +16,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, intpk, utc_time, utcnow
 
 DEAD_REPLAY = "dead.replay"
+#: A replay the product refused (the message claimed an origin it may not go back to).
+DEAD_REPLAY_REFUSED = "dead.replay_refused"
 DEAD_PURGE = "dead.purge"
-ACTIONS = (DEAD_REPLAY, DEAD_PURGE)
+ACTIONS = (DEAD_REPLAY, DEAD_REPLAY_REFUSED, DEAD_PURGE)
 
 
 class OperatorAction(Base):

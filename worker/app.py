@@ -9,6 +9,7 @@ configuration from the ``RECON_*`` environment the first time Celery needs it.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,10 +58,17 @@ def parse_cron(expression: str) -> crontab:
         raise SettingsError(f"RECON_BACKFILL_CRON: {exc}") from exc
 
 
+#: The settings each app runs with, held by the app and never in its configuration: Celery's
+#: configuration is what `celery inspect conf` and Flower show anyone on the broker, and its own
+#: filter only hides keys it recognises.
+_settings_held: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
+
+
 def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     """Apply the settings to the app; ``embedded`` is the one-process demo."""
     global _configured_by_command
     _configured_by_command = True
+    _settings_held[app] = settings
     app.conf.update(celery_config(settings, embedded=embedded))
     from worker.intake.consumer import IntakeConsumer
 
@@ -70,7 +78,8 @@ def configure(settings: Settings, *, embedded: bool = False) -> Celery:
 
 
 def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, Any]:
-    """Celery's configuration for ``settings``."""
+    """Celery's configuration for ``settings``: no secret but the broker URL, which Celery itself
+    masks wherever it shows its configuration."""
     config: dict[str, Any] = dict(
         broker_url=settings.broker_url,
         # A broker outage of any length is waited out (with back-off), never given up on.
@@ -108,7 +117,6 @@ def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, An
                 "schedule": parse_cron(settings.backfill_cron),
             },
         },
-        recon_settings=settings,
         recon_embedded=embedded,
     )
     if embedded:
@@ -126,7 +134,8 @@ def _environment_defaults() -> dict[str, Any]:
     # the settings' own one-line message.
     if _configured_by_command:
         return {}
-    return celery_config(load_settings())
+    settings = _settings_held.setdefault(app, load_settings())
+    return celery_config(settings)
 
 
 app.add_defaults(_environment_defaults)
@@ -156,7 +165,11 @@ def declare_all(settings: Settings) -> None:
 
 
 def settings_of(celery_app: Celery) -> Settings:
-    settings = celery_app.conf.get("recon_settings")
+    """The settings ``celery_app`` runs with: those given to ``configure``, else (``celery -A
+    worker.app ...``) the ``RECON_*`` environment's."""
+    settings = _settings_held.get(celery_app)
+    if settings is None and celery_app is app and not _configured_by_command:
+        settings = _settings_held.setdefault(app, load_settings())
     if settings is None:
         raise SettingsError("the Celery app was used before configure(settings) was called")
     return settings
@@ -198,8 +211,11 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     # logging itself (the demo writes to a file) keeps what it chose.
     if is_configured():
         return
-    settings = app.conf.get("recon_settings")
-    configure_logging(settings.log_level if settings else "INFO")
+    try:
+        level = settings_of(app).log_level
+    except SettingsError:
+        level = "INFO"  # the worker's start names the bad setting itself
+    configure_logging(level)
 
 
 @signals.worker_process_init.connect

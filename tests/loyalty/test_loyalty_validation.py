@@ -23,7 +23,6 @@ from worker.loyalty import (
     jsoncodec,
 )
 from worker.loyalty.http import parse_retry_after
-from worker.loyalty.redact import MASK, excerpt, redact, redact_event_dict
 from worker.loyalty.validation import (
     LOCAL_INVALID_FIELD,
     check_bill_id,
@@ -31,6 +30,7 @@ from worker.loyalty.validation import (
     check_points,
     check_points_update,
 )
+from worker.masking import MASK, excerpt, redact, redact_event_dict
 
 # The platform's ids are Java longs; written out here, not imported from the module under test.
 JAVA_LONG_MAX = 2**63 - 1

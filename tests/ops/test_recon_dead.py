@@ -145,7 +145,8 @@ def test_a_dead_lettered_event_is_listed_replayed_once_stored_once_and_reconcile
 
 
 def publish_dead(workers, body: bytes, headers: dict) -> None:
-    """A message the intake dead-lettered itself, with its own x-recon-* headers."""
+    """A message as the intake dead-letters it itself: its x-recon-* headers, and the original
+    routing key."""
     with Connection(
         workers.settings.broker_url, transport_options={"confirm_publish": True}
     ) as conn:
@@ -153,7 +154,7 @@ def publish_dead(workers, body: bytes, headers: dict) -> None:
         producer.publish(
             body,
             exchange=Exchange("recon.dlx", type="fanout", durable=True),
-            routing_key="",
+            routing_key=headers.get("x-recon-original-routing-key", ""),
             headers=headers,
             content_type="application/json",
             content_encoding="utf-8",
@@ -161,7 +162,7 @@ def publish_dead(workers, body: bytes, headers: dict) -> None:
         )
 
 
-def test_intake_headers_name_the_way_back_and_an_unroutable_copy_stays_dead(
+def test_intake_headers_name_the_way_back_and_a_copy_for_no_event_type_stays_dead(
     workers, dead_queue, clean_db, sandbox
 ):
     event = events.coupon_redeemed("dl-2", 5201, MOBILE)
@@ -192,12 +193,12 @@ def test_intake_headers_name_the_way_back_and_an_unroutable_copy_stays_dead(
     result = recon(workers, "replay", "--all", "--reason", "retry")
     assert result.returncode == 1
     assert "NOT replayed" in result.stderr
-    assert "not routable" in result.stderr
+    assert "refused" in result.stderr
     assert [r["routing_key"] for r in listed(workers)] == ["nothing.routes.this"]
     with Connection(workers.settings.broker_url) as conn:
         waiting = events_queue_for(workers.settings)(conn.default_channel).get(no_ack=True)
     assert json.loads(waiting.body)["event_id"] == event["event_id"]
-    assert [a.action for a in operator_log(clean_db)] == ["dead.replay"]
+    assert [a.action for a in operator_log(clean_db)] == ["dead.replay", "dead.replay_refused"]
 
 
 def test_show_masks_credentials_and_purge_asks_first(workers, dead_queue, clean_db):

@@ -9,12 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.events import REJECTED, InboxEvent
-from worker.loyalty.redact import redact_text
+from worker.masking import shown, shown_excerpt
 
 REJECTED_FIELDS = (
     "received_at", "event_id", "routing_key", "reason", "size", "excerpt",
 )  # fmt: skip
 EXCERPT_CHARS = 200
+MAX_SHOWN = 2_000
 
 
 def rejected_messages(
@@ -55,17 +56,9 @@ def rejected_messages(
     rows = []
     for row in session.execute(stmt).mappings():
         item = dict(row)
-        item["excerpt"] = safe_excerpt(item.pop("head"))
+        # Everything but our own numbers and times came from the publisher: masked and escaped.
+        for name in ("event_id", "routing_key", "reason"):
+            item[name] = shown(item[name], MAX_SHOWN) if item[name] is not None else None
+        item["excerpt"] = shown_excerpt(item.pop("head"), EXCERPT_CHARS)
         rows.append(item)
     return rows
-
-
-def safe_excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str:
-    """Printable, credential-masked, short: control and odd characters shown as escapes."""
-    if not text:
-        return ""
-    shown = "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-        for char in redact_text(text)
-    )
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

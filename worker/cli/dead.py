@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
+import structlog
 from kombu import Connection
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from models.operator_log import DEAD_PURGE, DEAD_REPLAY
+from models.dead_tasks import mark_replayed, recorded_dead_task
+from models.operator_log import DEAD_PURGE, DEAD_REPLAY, DEAD_REPLAY_REFUSED
 from models.session import engine_for, unit_of_work
 from worker.cli.output import FORMATS, render, utc_text
-from worker.ops import deadletters
+from worker.intake.contract import EVENT_TYPES
+from worker.ops import deadletters, replay_rules
+from worker.ops.dead_message import DeadMessage
 from worker.ops.operator_log import record_action, who
-from worker.settings import load_settings
+from worker.queues import TASK_EXCHANGE
+from worker.settings import Settings, load_settings
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_LIMIT = 100
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -57,10 +63,33 @@ def _broker() -> Iterator[Connection]:
         connection.release()
 
 
+def _topology(settings: Settings) -> replay_rules.Topology:
+    """Where replays may go: the configured events exchange and the product's task queues."""
+    from worker.app import task_queue_names
+
+    return replay_rules.Topology(
+        events_exchange=settings.events_exchange,
+        events_queue=settings.events_queue,
+        event_types=frozenset(EVENT_TYPES),
+        task_exchange=TASK_EXCHANGE.name,
+        task_queues=frozenset(task_queue_names()),
+    )
+
+
+def _goes(dead: DeadMessage, topology: replay_rules.Topology) -> str:
+    """Where a replay of ``dead`` would go, or why it would not, in a few words."""
+    decided = replay_rules.plan(dead, topology)
+    if isinstance(decided, replay_rules.EventReplay):
+        return f"{decided.exchange} / {decided.routing_key}"
+    if isinstance(decided, replay_rules.TaskReplay):
+        return "its task queue, if the worker recorded dead-lettering it (checked at replay)"
+    return decided.why
+
+
 def _recorder(
     session: Session, *, action: str, operator: str, reason: str
-) -> Callable[[deadletters.DeadMessage], None]:
-    def record(dead: deadletters.DeadMessage) -> None:
+) -> Callable[[DeadMessage], None]:
+    def record(dead: DeadMessage) -> None:
         # Committed before the dead copy is acked: an action is never done without its row.
         record_action(
             session, operator=operator, action=action, reason=reason, target=dead.queue,
@@ -69,6 +98,33 @@ def _recorder(
         session.commit()
 
     return record
+
+
+def _replay_recorders(
+    session: Session, *, operator: str, reason: str
+) -> tuple[Callable[[deadletters.Replayed], None], Callable[[DeadMessage, str], None]]:
+    """What a replay writes: its operator-log row (and uses up a dead task's record), or the
+    refusal, logged and on record too, with who tried and why."""
+
+    def replayed(done: deadletters.Replayed) -> None:
+        if done.record is not None:
+            mark_replayed(session, record_id=done.record.id)
+        detail = {**done.message.detail(), "replayed_to": [done.exchange, done.routing_key]}
+        record_action(
+            session, operator=operator, action=DEAD_REPLAY, reason=reason,
+            target=done.message.queue, subject=done.message.id, detail=detail,
+        )  # fmt: skip
+        session.commit()
+
+    def refused(dead: DeadMessage, why: str) -> None:
+        log.warning("dead.replay_refused", message=dead.id, queue=dead.queue, why=why)
+        record_action(
+            session, operator=operator, action=DEAD_REPLAY_REFUSED, reason=reason,
+            target=dead.queue, subject=dead.id, detail={**dead.detail(), "refused": why},
+        )  # fmt: skip
+        session.commit()
+
+    return replayed, refused
 
 
 @contextmanager
@@ -119,11 +175,12 @@ def dead() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def list_(limit: int, fmt: str) -> None:
     """Dead messages with their death reason, count and where they came from (none taken)."""
+    topology = _topology(load_settings())
     with _broker() as connection:
         found = deadletters.peek(connection, limit=limit)
     render(
-        (message.as_row() for message in found),
-        deadletters.DeadMessage.LIST_FIELDS,
+        ({**message.as_row(), "replays_to": _goes(message, topology)} for message in found),
+        (*DeadMessage.LIST_FIELDS, "replays_to"),
         fmt,
         "Dead-lettered messages",
         empty="No dead-lettered messages.",
@@ -135,21 +192,28 @@ def list_(limit: int, fmt: str) -> None:
 @dead.command()
 @click.argument("message_id")
 def show(message_id: str) -> None:
-    """One dead message: its death, headers (credentials masked) and body excerpt."""
+    """One dead message: its death, where a replay would go, headers and body excerpt.
+
+    Everything but the id comes from the message's publisher: credentials are masked, control
+    characters escaped and long values cut.
+    """
+    settings = load_settings()
     with _broker() as connection:
         found = deadletters.find(connection, message_id)
     if found is None:
         raise click.ClickException(f"no dead message {message_id!r} (see `recon dead list`)")
+    goes = _goes(found, _topology(settings))
     click.echo(f"id:            {found.id}")
     click.echo(f"queue:         {found.queue}")
     click.echo(f"dead at:       {utc_text(found.dead_at) if found.dead_at else '-'}")
     click.echo(f"reason:        {found.reason or '-'} (count {found.count})")
-    click.echo(f"came from:     queue {found.source_queue or '-'}")
-    click.echo(f"replays to:    exchange {found.exchange!r} routing key {found.routing_key!r}")
-    click.echo(f"content:       {found.content_type or '-'}, {found.size} bytes")
     click.echo(
-        "headers:       " + json.dumps(found.safe_headers(), ensure_ascii=False, default=str)
+        f"came from:     queue {found.source_queue or '-'}, exchange {found.exchange or '-'}"
     )
+    click.echo(f"routing key:   {found.routing_key or '-'}")
+    click.echo(f"replays to:    {goes}")
+    click.echo(f"content:       {found.content_type or '-'}, {found.size} bytes")
+    click.echo("headers:       " + found.safe_headers())
     click.echo("body:          " + found.excerpt)
 
 
@@ -167,24 +231,31 @@ def _who_and_why(command: Callable[..., Any]) -> Callable[..., Any]:
 def replay(
     message_ids: tuple[str, ...], everything: bool, reason: str, operator: str | None
 ) -> None:
-    """Republish MESSAGE_IDS (or --all) to their original exchange and routing key.
+    """Send MESSAGE_IDS (or --all) back where the product decides: an event to the events
+    exchange with its event type, a task the worker itself dead-lettered to its task queue.
 
-    Each copy is confirmed by the broker before the dead copy is removed. Replaying twice is
-    harmless: the intake stores an event once.
+    A message claiming any other origin is refused (and the refusal recorded); it stays. Each
+    copy is confirmed by the broker before the dead copy is removed. An id names one message.
     """
     if bool(message_ids) == everything:
         raise click.UsageError("name the messages to replay, or --all (not both)")
     reason = _require_reason(reason)
+    settings = load_settings()
     with _operator_log() as session, _broker() as connection:
-        record = _recorder(session, action=DEAD_REPLAY, operator=who(operator), reason=reason)
+        record, refuse = _replay_recorders(session, operator=who(operator), reason=reason)
         done, failed = deadletters.replay(
-            connection, ids=None if everything else set(message_ids), record=record
+            connection,
+            ids=None if everything else set(message_ids),
+            topology=_topology(settings),
+            lookup=lambda fingerprint: recorded_dead_task(session, fingerprint=fingerprint),
+            record=record,
+            refuse=refuse,
         )
-    for message in done:
-        click.echo(f"replayed {message.id} to {message.exchange!r} / {message.routing_key!r}")
+    for copy in done:
+        click.echo(f"replayed {copy.message.id} to {copy.exchange!r} / {copy.routing_key!r}")
     for message, why in failed:
         click.echo(f"NOT replayed {message.id}: {why} (it stays in {message.queue})", err=True)
-    missing = set(message_ids) - {m.id for m in done} - {m.id for m, _ in failed}
+    missing = set(message_ids) - {c.message.id for c in done} - {m.id for m, _ in failed}
     for name in sorted(missing):
         click.echo(f"no dead message {name!r}", err=True)
     click.echo(f"{len(done)} replayed, {len(failed) + len(missing)} not", err=True)

@@ -28,6 +28,9 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from worker.masking import printable
 
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")
@@ -147,7 +150,10 @@ def _table(
         )
     count = 0
     for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in shown))
+        # Text, not markup: a value holding "[/x]" or "[link=...]" is shown as it is, and
+        # cannot restyle the table or crash it (rich raises on an unmatched closing tag); and
+        # escaped: an order reference or a platform's message may hold terminal control codes.
+        table.add_row(*(Text(printable(_cell(row.get(name)))) for name in shown))
         count += 1
     if not count:
         console.print(empty, markup=False)

@@ -26,6 +26,7 @@ from worker.intake.contract import (
     TransactionCompleted,
     parse_event,
 )
+from worker.masking import storable_text
 from worker.reconcile.locks import lock_match_keys
 
 #: A rejected message keeps up to this many of its bytes (all of any body within the intake's
@@ -117,17 +118,11 @@ def store_rejected(
         status=REJECTED,
         reason=reason[:MAX_REASON],
         routing_key=_storable(routing_key, 128),
-        raw_body=safe_excerpt(body),
+        raw_body=storable_text(body, MAX_EXCERPT),
         raw_bytes=body[:MAX_KEPT_BYTES],
         **_size_and_hash(body),
     )
     return Stored(status=REJECTED if inserted else "duplicate", event_id=event_id, reason=reason)
-
-
-def safe_excerpt(body: bytes, limit: int = MAX_EXCERPT) -> str:
-    """Text a person (and PostgreSQL) can read: bad bytes and NUL shown as escapes."""
-    text = body[:limit].decode("utf-8", errors="backslashreplace")
-    return text.replace("\x00", "\\x00")
 
 
 def _size_and_hash(body: bytes) -> dict[str, Any]:
@@ -137,7 +132,7 @@ def _size_and_hash(body: bytes) -> dict[str, Any]:
 def _storable(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
-    return safe_excerpt(value.encode("utf-8", "backslashreplace"), limit)[:limit]
+    return storable_text(value.encode("utf-8", "backslashreplace"), limit)[:limit]
 
 
 def match_keys(event: Event) -> list[str]:

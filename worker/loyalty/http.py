@@ -33,8 +33,8 @@ from worker.loyalty.errors import (
     Unauthorized,
     outcome_of,
 )
-from worker.loyalty.redact import excerpt
 from worker.loyalty.types import Exchange
+from worker.masking import excerpt
 from worker.observe import metrics
 
 T = TypeVar("T")

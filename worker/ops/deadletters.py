@@ -1,4 +1,4 @@
-"""Dead-lettered messages: look at them, put them back where they came from, or drop them.
+"""Dead-lettered messages: look at them, send them back where the product allows, or drop them.
 
 Every product queue dead-letters to the fanout exchange ``recon.dlx``, bound to the queue
 ``recon.dead``. A message there carries either RabbitMQ's ``x-death`` header (the broker
@@ -9,152 +9,69 @@ AMQP has no "peek": reading a message means taking it. Here a message is taken w
 stays unacked on the channel until the walk ends; closing the channel gives every message not
 explicitly acked back to the queue, in place. A crash half-way therefore loses nothing.
 
-Replay order for each message: publish a copy to its original exchange and routing key (with
-publisher confirms and ``mandatory``, so an unroutable copy is an error, not a silent drop), record
-the operator's action, then ack the dead copy. A failure at any step leaves the dead copy where it
-was; a copy replayed twice is harmless because the inbox de-duplicates on the event id.
+Where a copy may go is decided by ``replay_rules`` from facts no publisher controls; messages are
+named by ids the product computes (``dead_message``). Replay order for each message: publish a
+fresh copy (with publisher confirms and ``mandatory``, so an unroutable copy is an error, not a
+silent drop), record the operator's action, then ack the dead copy. A failure at any step leaves
+the dead copy where it was; an event replayed twice is harmless because the inbox de-duplicates
+on the event id, and a task is replayed once (its record is used up).
+A refusal is recorded too, and the message stays.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import functools
+import sys
+import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from amqp.exceptions import NotFound
+from celery import Celery
 from kombu import Connection, Producer, Queue
 from kombu.message import Message
 
-from worker.loyalty.redact import excerpt, redact
-from worker.queues import (
-    DEAD_AT_HEADER,
-    DEAD_QUEUE,
-    ORIGINAL_EXCHANGE_HEADER,
-    ORIGINAL_ROUTING_KEY_HEADER,
-    REASON_HEADER,
+from worker.ops.dead_message import DeadMessage, describe
+from worker.ops.replay_rules import (
+    EventReplay,
+    Refusal,
+    TaskReplay,
+    Topology,
+    plan,
+    unrecorded,
 )
+from worker.queues import DEAD_QUEUE
 
 #: The dead-letter queues the product declares (one today; `recon dead` walks them all).
 DEAD_QUEUES: tuple[Queue, ...] = (DEAD_QUEUE,)
-#: Headers the broker or the intake added on the way to the dead-letter queue; a replayed copy
-#: starts clean, so a second death is counted from one again.
-DEATH_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
-                           "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                           "x-last-death-reason"})  # fmt: skip
-RECON_PREFIX = "x-recon-"
-#: Properties carried over to the replayed copy (Celery task messages need theirs).
-KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "type", "app_id")
 #: A walk never holds more than this many unacked messages at once.
 MAX_WALK = 100_000
-EXCERPT_CHARS = 300
 
 
-class ReplayError(RuntimeError):
-    """A copy could not be published where the message came from; the dead copy stays."""
+class DeadTaskRecord(Protocol):
+    """The worker's record of a task message it dead-lettered (``models.dead_tasks.DeadTask``)."""
+
+    id: int
+    queue: str
 
 
 @dataclass(frozen=True)
-class DeadMessage:
-    """What `recon dead` shows of a message; ``id`` is stable while the message waits."""
-
-    id: str
-    queue: str
-    reason: str | None
-    count: int
-    source_queue: str | None
-    exchange: str | None
-    routing_key: str | None
-    dead_at: dt.datetime | None
-    content_type: str | None
-    content_encoding: str | None
-    size: int
-    body: bytes = field(repr=False)
-    headers: dict[str, Any] = field(repr=False)
-    properties: dict[str, Any] = field(repr=False)
-
-    LIST_FIELDS = (
-        "id", "dead_at", "reason", "count", "source_queue", "exchange", "routing_key", "size",
-        "excerpt",
-    )  # fmt: skip
-
-    @property
-    def replayable(self) -> bool:
-        return self.exchange is not None and self.routing_key is not None
-
-    @property
-    def excerpt(self) -> str:
-        """The body as safe text: credentials masked, cut short, never raw bytes."""
-        return excerpt(self.body, EXCERPT_CHARS)
-
-    def safe_headers(self) -> dict[str, Any]:
-        """Headers for people: values of credential-looking keys masked."""
-        return redact(_plain(self.headers))
-
-    def as_row(self) -> dict[str, Any]:
-        row = {name: getattr(self, name) for name in self.LIST_FIELDS if name != "excerpt"}
-        return {**row, "excerpt": self.excerpt}
-
-    def detail(self) -> dict[str, Any]:
-        """What the operator log keeps about the message (no body)."""
-        return {
-            "reason": self.reason,
-            "count": self.count,
-            "source_queue": self.source_queue,
-            "exchange": self.exchange,
-            "routing_key": self.routing_key,
-            "size": self.size,
-        }
+class Replayed:
+    message: DeadMessage
+    exchange: str
+    routing_key: str
+    #: For a task: the call to send again, and the worker's record of its dead-lettering.
+    task: TaskReplay | None = None
+    record: DeadTaskRecord | None = None
 
 
-def message_id(body: bytes, properties: dict[str, Any]) -> str:
-    """The message's own ``message_id`` when it has one, else a digest of its body."""
-    given = properties.get("message_id")
-    if isinstance(given, str) and given:
-        return given[:128]
-    return hashlib.sha256(body).hexdigest()[:16]
-
-
-def describe(message: Message, queue: str) -> DeadMessage:
-    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-    headers = dict(message.headers or {})
-    properties = dict(message.properties or {})
-    properties.pop("application_headers", None)
-    deaths = headers.get("x-death") or []
-    latest = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
-    if REASON_HEADER in headers:
-        reason = _text(headers.get(REASON_HEADER))
-        exchange = _text(headers.get(ORIGINAL_EXCHANGE_HEADER))
-        routing_key = _text(headers.get(ORIGINAL_ROUTING_KEY_HEADER))
-        source_queue = _text(headers.get(f"{RECON_PREFIX}original-queue"))
-        count = int(latest.get("count", 1)) if latest else 1
-        dead_at = _when(headers.get(DEAD_AT_HEADER)) or _when(latest.get("time"))
-    else:
-        reason = _text(latest.get("reason"))
-        exchange = _text(latest.get("exchange"))
-        keys = latest.get("routing-keys") or []
-        routing_key = _text(keys[0]) if keys else None
-        source_queue = _text(latest.get("queue"))
-        count = int(latest.get("count", 1)) if latest else 0
-        dead_at = _when(latest.get("time"))
-    return DeadMessage(
-        id=message_id(body, properties),
-        queue=queue,
-        reason=reason,
-        count=count,
-        source_queue=source_queue,
-        exchange=exchange,
-        routing_key=routing_key,
-        dead_at=dead_at or _when(properties.get("timestamp")),
-        content_type=message.content_type or None,
-        content_encoding=message.content_encoding or None,
-        size=len(body),
-        body=body,
-        headers=headers,
-        properties=properties,
-    )
+@functools.cache
+def _task_messages() -> Celery:
+    """A Celery app that only builds task messages (it never connects): replays are made afresh."""
+    return Celery("recon-replay", set_as_current=False)
 
 
 @contextmanager
@@ -177,7 +94,8 @@ def _walk(connection: Connection, queue: Queue) -> Iterator[Iterator[Message]]:
             # Only what was there when the walk started: a message dead-lettered meanwhile
             # (or a replayed copy dying again) waits for the next walk, so the walk ends.
             for _ in range(min(count, MAX_WALK)):
-                message = bound.get(no_ack=False, accept=None)
+                with _room_for_nested_headers(connection):
+                    message = bound.get(no_ack=False, accept=None)
                 if message is None:
                     return
                 yield message
@@ -187,6 +105,25 @@ def _walk(connection: Connection, queue: Queue) -> Iterator[Iterator[Message]]:
         # Closing the channel hands every unacked message back to the queue, in place.
         if channel.is_open:
             channel.close()
+
+
+@contextmanager
+def _room_for_nested_headers(connection: Connection) -> Iterator[None]:
+    """Let py-amqp decode headers nested as deep as one frame can hold.
+
+    py-amqp decodes a header table recursively, one Python call per level, and a publisher can
+    nest them about ``frame_max / 5`` levels deep (26,000 at the default 128 KiB), far past
+    Python's limit of 1,000: the RecursionError would stop every listing at that message. Calls
+    from Python to Python take no C stack (3.11+), so the limit is raised for the decoding only;
+    everything after it (``dead_message``, ``masking``) is bounded by depth itself.
+    """
+    frame_max = getattr(connection.connection, "frame_max", None) or 131_072
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, frame_max // 4 + 2_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def waiting(connection: Connection, *, queues: Collection[Queue] = DEAD_QUEUES) -> int:
@@ -233,14 +170,21 @@ def replay(
     connection: Connection,
     *,
     ids: Collection[str] | None,
-    record: Callable[[DeadMessage], None],
-) -> tuple[list[DeadMessage], list[tuple[DeadMessage, str]]]:
-    """Republish the chosen messages (all when ``ids`` is None); return (replayed, failed).
+    topology: Topology,
+    lookup: Callable[[str], DeadTaskRecord | None],
+    record: Callable[[Replayed], None],
+    refuse: Callable[[DeadMessage, str], None],
+) -> tuple[list[Replayed], list[tuple[DeadMessage, str]]]:
+    """Replay the chosen messages (all when ``ids`` is None, else one message per id) where
+    ``replay_rules`` allows; return (replayed, not replayed with why).
 
-    ``record`` is called after the copy is confirmed and before the dead copy is acked; when it
-    raises, the dead copy stays (and the copy already published is de-duplicated later).
+    ``lookup`` finds the worker's record of a dead task by fingerprint. ``record`` is called after
+    the copy is confirmed and before the dead copy is acked; when it raises, the dead copy stays
+    (an event copy already published is de-duplicated later). ``refuse`` is called for each
+    message the rules refuse, which stays where it is.
     """
-    replayed: list[DeadMessage] = []
+    wanted = None if ids is None else set(ids)
+    replayed: list[Replayed] = []
     failed: list[tuple[DeadMessage, str]] = []
     with connection.channel() as out:
         returned: list[Any] = []
@@ -249,43 +193,68 @@ def replay(
             with _walk(connection, queue) as messages:
                 for message in messages:
                     dead = describe(message, queue.name)
-                    if ids is not None and dead.id not in ids:
-                        continue
-                    if not dead.replayable:
-                        failed.append((dead, "no original exchange and routing key on record"))
+                    if wanted is not None:
+                        if dead.id not in wanted:
+                            continue
+                        wanted.discard(dead.id)  # an id names one message, even if two match
+                    done = _route(dead, topology, lookup)
+                    if isinstance(done, Refusal):
+                        refuse(dead, done.why)
+                        failed.append((dead, done.why))
                         continue
                     returned.clear()
-                    _publish_copy(producer, dead)
+                    _publish_copy(producer, dead, done)
                     if returned:
                         failed.append((dead, f"not routable: {returned[0]}"))
                         continue
-                    record(dead)
+                    record(done)
                     message.ack()
-                    replayed.append(dead)
+                    replayed.append(done)
     return replayed, failed
 
 
-def _publish_copy(producer: Producer, dead: DeadMessage) -> None:
-    headers = {
-        key: value
-        for key, value in dead.headers.items()
-        if key not in DEATH_HEADERS and not key.startswith(RECON_PREFIX)
-    }
-    kept = {name: dead.properties[name] for name in KEPT_PROPERTIES if dead.properties.get(name)}
-    if "message_id" in dead.properties:
-        kept["message_id"] = dead.properties["message_id"]
-    producer.publish(
-        dead.body,
-        exchange=dead.exchange or "",
-        routing_key=dead.routing_key or "",
-        headers=headers,
-        # Bytes go out as they came: a content type stops kombu from serialising them again.
-        content_type=dead.content_type or "application/octet-stream",
-        content_encoding=dead.content_encoding or "binary",
+def _route(
+    dead: DeadMessage, topology: Topology, lookup: Callable[[str], DeadTaskRecord | None]
+) -> Replayed | Refusal:
+    decided = plan(dead, topology)
+    if isinstance(decided, Refusal):
+        return decided
+    if isinstance(decided, EventReplay):
+        return Replayed(dead, decided.exchange, decided.routing_key)
+    found = lookup(decided.fingerprint)
+    if found is None or found.queue not in topology.task_queues:
+        return unrecorded(decided)
+    return Replayed(dead, topology.task_exchange, found.queue, task=decided, record=found)
+
+
+def _publish_copy(producer: Producer, dead: DeadMessage, route: Replayed) -> None:
+    """A fresh message: an event's body and content type alone, or a task call built anew."""
+    options: dict[str, Any] = dict(
+        exchange=route.exchange,
+        routing_key=route.routing_key,
         delivery_mode=2,
         mandatory=True,
         retry=False,
-        **kept,
+    )
+    task = route.task
+    if task is not None:
+        # Celery's own message builder; a new id, so the copy's returns are counted afresh.
+        message = _task_messages().amqp.as_task_v2(
+            str(uuid.uuid4()), task.task_name, args=task.args, kwargs=task.kwargs,
+            argsrepr=repr(task.args)[:1024], kwargsrepr=repr(task.kwargs)[:1024],
+            origin="recon dead replay", ignore_result=True,
+        )  # fmt: skip
+        producer.publish(
+            message.body, serializer="json", headers=message.headers, **message.properties,
+            **options,
+        )  # fmt: skip
+        return
+    producer.publish(
+        dead.body,
+        # Bytes go out as they came: a content type stops kombu from serialising them again.
+        content_type=dead.raw_content_type or "application/octet-stream",
+        content_encoding=dead.raw_content_encoding or "binary",
+        **options,
     )
 
 
@@ -310,37 +279,3 @@ def purge(
                 message.ack()
                 dropped.append(dead)
     return dropped
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _when(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
-    if isinstance(value, str):
-        try:
-            return _when(dt.datetime.fromisoformat(value))
-        except ValueError:
-            return None
-    return None
-
-
-def _plain(value: Any) -> Any:
-    """Header values as JSON-ready data (AMQP tables hold bytes and datetimes)."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value

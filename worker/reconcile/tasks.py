@@ -71,6 +71,21 @@ class ReconTask(Task):
                 f"{self.name} came back {count} times (RECON_DELIVERY_LIMIT "
                 f"{settings.delivery_limit}); dead-lettered so it cannot loop"
             )
+            info = self.request.delivery_info or {}
+            try:
+                deliveries.record_dead_letter(
+                    self.resources.engine,
+                    task_name=self.name,
+                    task_id=str(self.request.id),
+                    args=self.request.args,
+                    kwargs=self.request.kwargs,
+                    queue=str(info.get("routing_key") or ""),
+                    reason=reason,
+                )
+            except Exception as exc:
+                if database_unavailable(exc):
+                    return  # unrecorded, it could never be replayed: the body meets the outage
+                raise
             log.error("task.delivery_limit", reason=reason)
             raise Reject(reason, requeue=False)
 
