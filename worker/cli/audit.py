@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from models.outcomes import KINDS, Outcome
 from models.session import engine_for, unit_of_work
 from worker import audit as queries
-from worker.cli.output import (
+from worker.audit.output import (
     FORMATS,
     STREAM_FORMATS,
     UTC_DATETIME,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models.operator_log import DEAD_PURGE, DEAD_REPLAY
 from models.session import engine_for, unit_of_work
-from worker.cli.output import FORMATS, render, utc_text
+from worker.audit.output import FORMATS, render, utc_text
 from worker.ops import deadletters
 from worker.ops.operator_log import record_action, who
 from worker.settings import load_settings

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from models.session import engine_for, is_postgres, unit_of_work
-from worker.cli.output import utc_text
+from worker.audit.output import utc_text
 from worker.settings import Settings
 from worker.web import auth
 

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from worker import audit
 from worker.audit.open_work import unmatched_work
-from worker.cli.output import UTC_DATETIME
+from worker.audit.output import UTC_DATETIME
 from worker.web import auth, chart, queries
 from worker.web.app import close_session, db
 
