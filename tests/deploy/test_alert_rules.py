@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from models.session import unit_of_work
 from tests.prometheus import parse
 from worker.loyalty.types import Exchange
-from worker.observe import exporter, metrics
+from worker.observe import gauges, metrics
 from worker.reconcile.outcomes import Verdict, add_outcome
 
 ROOT = Path(__file__).parents[2]
@@ -75,7 +75,7 @@ def exported_names(settings, engine) -> set[str]:
     metrics.sweeper_reenqueued("order")
     metrics.backfill_redriven("coupon")
     registry = CollectorRegistry()
-    registry.register(exporter.DatabaseGauges(settings))
+    registry.register(gauges.DatabaseGauges(settings))
     names = {name for name, _ in parse(generate_latest(registry).decode())}
     names |= {name for name, _ in parse(generate_latest(metrics.local_registry()).decode())}
     return names
