@@ -22,8 +22,8 @@ from worker.loyalty import (
     is_transient_code,
     jsoncodec,
 )
-from worker.loyalty.http import parse_retry_after
 from worker.loyalty.redact import MASK, excerpt, redact, redact_event_dict
+from worker.loyalty.transport import parse_retry_after
 from worker.loyalty.validation import (
     LOCAL_INVALID_FIELD,
     check_bill_id,

@@ -26,8 +26,9 @@ from worker.loyalty.errors import (
     Unauthorized,
     is_transient_code,
 )
-from worker.loyalty.http import LoyaltyHttp, session_factory
+from worker.loyalty.http import LoyaltyHttp
 from worker.loyalty.points import PointsClient
+from worker.loyalty.transport import session_factory
 from worker.loyalty.types import (
     CouponItemResult,
     CouponUpdate,
