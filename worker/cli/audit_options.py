@@ -97,6 +97,21 @@ def show_outcomes(
     note_if_cut(len(outcomes), limit)
 
 
+def show_rows(
+    rows: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    fmt: str,
+    *,
+    title: str,
+    empty: str,
+    narrow: Sequence[str],
+    limit: int,
+) -> None:
+    """A list a query returned: the main columns on a terminal, and a note if it was cut."""
+    render(rows, fields, fmt, title, empty=empty, narrow=narrow)
+    note_if_cut(len(rows), limit)
+
+
 def note_if_cut(count: int, limit: int | None) -> None:
     if limit is not None and count >= limit:
         click.echo(

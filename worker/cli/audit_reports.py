@@ -16,8 +16,8 @@ from worker.cli.audit_options import (
     audit_session,
     format_option,
     limit_option,
-    note_if_cut,
     show_outcomes,
+    show_rows,
     window_options,
 )
 
@@ -92,15 +92,15 @@ def unknown(fmt: str, limit: int) -> None:
     """
     with audit_session() as session:
         rows = queries.unresolved_unknown_requests(session=session, limit=limit)
-    render(
+    show_rows(
         rows,
         queries.UNKNOWN_FIELDS,
         fmt,
-        "Points redeem requests waiting for an operator",
+        title="Points redeem requests waiting for an operator",
         empty="No unresolved unknown points redeem requests.",
         narrow=UNKNOWN_NARROW,
+        limit=limit,
     )
-    note_if_cut(len(rows), limit)
 
 
 @click.command()
@@ -128,15 +128,15 @@ def unmatched(older_than_hours: int, fmt: str, limit: int) -> None:
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=older_than_hours)
     with audit_session() as session:
         rows = queries.unmatched_work(session=session, older_than=cutoff, limit=limit)
-    render(
+    show_rows(
         rows,
         queries.UNMATCHED_FIELDS,
         fmt,
-        f"Unmatched for more than {older_than_hours} h",
+        title=f"Unmatched for more than {older_than_hours} h",
         empty=f"Nothing unmatched for more than {older_than_hours} h.",
         narrow=UNMATCHED_NARROW,
+        limit=limit,
     )
-    note_if_cut(len(rows), limit)
 
 
 @click.command()
@@ -158,15 +158,15 @@ def rejected(since: dt.datetime | None, until: dt.datetime | None, fmt: str, lim
     with audit_session() as session:
         rows = queries.rejected_messages(session=session, since=since, until=until, limit=limit)
     window = describe_window(since, until)
-    render(
+    show_rows(
         rows,
         queries.REJECTED_FIELDS,
         fmt,
-        f"Rejected intake messages{window}",
+        title=f"Rejected intake messages{window}",
         empty=f"No rejected intake messages{window}.",
         narrow=REJECTED_NARROW,
+        limit=limit,
     )
-    note_if_cut(len(rows), limit)
 
 
 @click.command()
