@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-from worker.settings import Variable, variables
+from pydantic import SecretStr
+
+from worker.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -23,6 +26,30 @@ ENV_EXAMPLE_HEAD = """\
 # `.env`. Written from worker/settings.py by `make settings-docs` (README.md, "Configuration",
 # has the same table); tests/test_env_example.py keeps them in step.
 """
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One setting as the README and ``.env.example`` show it."""
+
+    name: str
+    default: str  # as a shell writes it: "" when unset
+    description: str
+
+
+def variables() -> list[Variable]:
+    """Every variable with its default and meaning, in the order of the declaration."""
+    found = []
+    for field in Settings.model_fields.values():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, bool):
+            default = str(default).lower()
+        text = "" if default is None else str(default)
+        description = " ".join((field.description or "").split())
+        found.append(Variable(str(field.alias), text, description))
+    return found
 
 
 def _shown_default(variable: Variable) -> str:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.settings_docs import ENV_EXAMPLE, README, env_example, readme_section, readme_table
-from worker.settings import load_settings, variables
+from tests.settings_docs import (
+    ENV_EXAMPLE,
+    README,
+    env_example,
+    readme_section,
+    readme_table,
+    variables,
+)
+from worker.settings import load_settings
 
 ROOT = Path(__file__).parent.parent
 REGENERATE = "out of step with worker/settings.py: run `make settings-docs`"

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.settings import SettingsError, load_settings, variables
+from tests.settings_docs import variables
+from worker.settings import SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_ones():

@@ -22,7 +22,7 @@ import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
 
-from worker.observe import exporter
+from worker.observe import banner, exporter
 from worker.observe.logging import configure_logging, is_configured
 from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue, task_queue_names
 from worker.settings import Settings, SettingsError, load_settings
@@ -143,6 +143,7 @@ def run_worker(
     settings.require_credentials()
     configure(settings)
     exporter.start_for_worker(settings)  # before the pool forks: children inherit its directory
+    app.Worker = app.subclass_with_self(banner.MetricsBannerWorker)  # the port in the banner
     argv = [
         "worker",
         "--queues",
@@ -161,6 +162,7 @@ def run_worker(
 def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
     configure(settings)
     exporter.start_for_beat(settings)
+    app.Beat = app.subclass_with_self(banner.MetricsBannerBeat)
     app.start(["beat", "--loglevel", settings.log_level, *extra])
 
 

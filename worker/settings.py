@@ -1,17 +1,16 @@
 """Settings: environment variables with safe defaults, read by a function (never at import).
 
 ``Settings`` is the one declaration: each variable is one ``Field`` with its name (the alias), its
-default, its rules and its meaning. The README's configuration table and ``.env.example`` are
-written from it (``variables()``; ``make settings-docs``), and a test holds both against it. A bad
-value raises ``SettingsError``: one line naming the variable and what is expected, never the
-value (it may be a password).
+default, its rules and its meaning (its docstring). The README's configuration table and
+``.env.example`` are written from it (``make settings-docs``), and a test holds both against it.
+A bad value raises ``SettingsError``: one line naming the variable and what is expected, never
+the value (it may be a password).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -22,7 +21,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
+#: The embedded default is the demo's database, in the folder where `recon demo` (`make demo`)
+#: keeps everything it leaves behind; `recon audit ...` run from the same folder reads it.
+DEFAULT_DATABASE_URL = "sqlite:///recon-demo/recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 # One row per request of the window (worker/budget/limiter.py): bounded, far above any documented
 # limit (1000 per minute; 100 on demo clusters).
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_DATABASE_URL, alias="RECON_DATABASE_URL", min_length=1)
     """SQLAlchemy URL of the database (PostgreSQL in production; `postgresql://` is driven by
-    psycopg 3)
+    psycopg 3; the default is the demo's)
     """
 
     broker_url: str = Field(DEFAULT_BROKER_URL, alias="RECON_BROKER_URL", min_length=1)
@@ -87,7 +88,9 @@ class Settings(BaseSettings):
     """
 
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case"""
+    """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case (unset, a command that prints a report
+    logs only warnings on a terminal: see "The CLI")
+    """
 
     task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
     """send Celery task events, so Flower and `celery events` show every task; `false` turns them
@@ -137,14 +140,16 @@ class Settings(BaseSettings):
 
     metrics_port: int | None = Field(None, alias="RECON_METRICS_PORT", ge=0, le=65535)
     """port of `/metrics` for this `recon worker` or `recon beat` (unset: not served); each instance
-    on a host needs its own; `0` lets the OS pick one and logs it (see Metrics)
+    on a host needs its own; `0` lets the OS pick one, which the start-up banner and a target file
+    in `RECON_METRICS_DIR` name (see Metrics)
     """
 
     metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
     """address `/metrics` binds to (`0.0.0.0` to let a Prometheus on another host scrape)"""
 
     metrics_dir: str = Field("", alias="RECON_METRICS_DIR")
-    """where each `recon worker` makes its own fresh multiprocess metrics directory (unset: the
+    """where each `recon worker` makes its own fresh multiprocess metrics directory, and where each
+    worker and beat writes the Prometheus target file that says where it serves (unset: the
     system's temp directory)
     """
 
@@ -153,6 +158,25 @@ class Settings(BaseSettings):
 
     web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
     """token `recon web` requires (bearer header or sign-in form); unset = none"""
+
+    web_secure_cookies: bool = Field(False, alias="RECON_WEB_SECURE_COOKIES")
+    """mark `recon web`'s session cookie `Secure`: set it when the page is served over HTTPS
+    (behind a trusted proxy that sends `X-Forwarded-Proto: https` it is marked anyway)
+    """
+
+    web_trusted_proxies: int = Field(0, alias="RECON_WEB_TRUSTED_PROXIES", ge=0, le=5)
+    """number of reverse proxies in front of `recon web` whose `X-Forwarded-For` and
+    `X-Forwarded-Proto` it believes (werkzeug's `ProxyFix`); with `0` those headers are ignored,
+    so a client cannot pick its own address for the sign-in limit
+    """
+
+    # A PostgreSQL role name (letters, digits, _ and $): it is written into GRANT statements.
+    database_service_role: str = Field(
+        "", alias="RECON_DATABASE_SERVICE_ROLE", pattern=r"^([A-Za-z_][A-Za-z0-9_$]{0,62})?$"
+    )
+    """PostgreSQL role the service (worker, beat, web, CLI) runs as; `recon migrate`, run as the
+    migration role, grants it its privileges and checks them (see "Database roles")
+    """
 
     @classmethod
     def settings_customise_sources(
@@ -272,27 +296,3 @@ def settings_of(celery_app: Any) -> Settings:
     if settings is None:
         raise SettingsError("the Celery app was used before configure(settings) was called")
     return settings
-
-
-@dataclass(frozen=True)
-class Variable:
-    """One setting as the README and ``.env.example`` show it."""
-
-    name: str
-    default: str  # as a shell writes it: "" when unset
-    description: str
-
-
-def variables() -> list[Variable]:
-    """Every variable with its default and meaning, in the order of the declaration."""
-    found = []
-    for field in Settings.model_fields.values():
-        default = field.default
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        if isinstance(default, bool):
-            default = str(default).lower()
-        text = "" if default is None else str(default)
-        description = " ".join((field.description or "").split())
-        found.append(Variable(str(field.alias), text, description))
-    return found

@@ -137,6 +137,15 @@ def backfill_redriven(kind: str, count: int = 1) -> None:
         series().redriven.labels(_pick(kind, KINDS)).inc(count)
 
 
+def backfill_run(*, succeeded: bool) -> None:
+    """The nightly backfill task finished (or raised): counted, and its time kept, so an alert
+    can tell that the latest run failed."""
+    result = "succeeded" if succeeded else "failed"
+    m = series()
+    m.backfill_runs.labels(result).inc()
+    m.backfill_last_run.labels(result).set_to_current_time()
+
+
 # --- label vocabulary ---------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ class Series:
     """Every counter and histogram the worker keeps, in a registry of its own."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         # Not the library's global registry: in a worker the values live in the multiprocess
         # directory and are read back from there; this registry serves processes that are not.
@@ -91,6 +91,17 @@ class Series:
             "recon_backfill_redriven",
             "Redemptions the backfill re-drove, by kind.",
             ("kind",),
+            registry=r,
+        )
+        self.backfill_runs = Counter(
+            "recon_backfill_runs", "Nightly backfill runs, by result.", ("result",), registry=r
+        )
+        # The newest run of any pool process of this worker, living or dead ("max").
+        self.backfill_last_run = Gauge(
+            "recon_backfill_last_run_timestamp_seconds",
+            "When the nightly backfill last finished, by result (Unix time).",
+            ("result",),
+            multiprocess_mode="max",
             registry=r,
         )
 

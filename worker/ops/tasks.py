@@ -5,6 +5,7 @@ Both only find work and hand it to the re-drive queue; the reconcile tasks do it
 
 from __future__ import annotations
 
+from worker.observe import metrics
 from worker.ops import backfill, sweep
 from worker.reconcile.tasks import ReconTask, enqueue, enqueue_redriven, recon_task
 
@@ -22,8 +23,17 @@ def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
 def nightly_backfill(self: ReconTask) -> dict[str, int]:
     """Re-drive every open redemption that has its bill (the nightly run)."""
     r = self.resources
-    # Hands each order to the re-drive queue rather than holding this process for hours.
-    summary = backfill.run_backfill(
-        r.engine, r.client, policy=r.policy, options=backfill.Options(), hand_off=enqueue_redriven
-    )
+    try:
+        # Hands each order to the re-drive queue rather than holding this process for hours.
+        summary = backfill.run_backfill(
+            r.engine,
+            r.client,
+            policy=r.policy,
+            options=backfill.Options(),
+            hand_off=enqueue_redriven,
+        )
+    except Exception:
+        metrics.backfill_run(succeeded=False)  # the ReconBackfillFailing alert reads this
+        raise
+    metrics.backfill_run(succeeded=True)
     return summary.as_dict()
