@@ -94,16 +94,24 @@ class DatabaseGauges:
             )
             readings = None
         yield from _families(readings, GaugeMetricFamily)
-        up = GaugeMetricFamily(
-            "recon_db_gauges_up", "1 when the database gauges were read on this scrape, else 0."
-        )
-        up.add_metric([], 1 if readings is not None else 0)
-        yield up
-        took = GaugeMetricFamily(
-            "recon_db_gauges_seconds", "Time this scrape spent reading the database gauges."
-        )
-        took.add_metric([], time.perf_counter() - started)
-        yield took
+        yield from how_the_read_went("db", "database", read=readings is not None, started=started)
+
+
+def how_the_read_went(name: str, what: str, *, read: bool, started: float) -> Iterator[Any]:
+    """``recon_<name>_gauges_up`` and ``_seconds``: whether this scrape read the ``what`` gauges,
+    and how long it spent on them."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    up = GaugeMetricFamily(
+        f"recon_{name}_gauges_up", f"1 when the {what} gauges were read on this scrape, else 0."
+    )
+    up.add_metric([], 1 if read else 0)
+    yield up
+    took = GaugeMetricFamily(
+        f"recon_{name}_gauges_seconds", f"Time this scrape spent reading the {what} gauges."
+    )
+    took.add_metric([], time.perf_counter() - started)
+    yield took
 
 
 def _families(readings: dict[str, Any] | None, family: Any) -> Iterator[Any]:
