@@ -17,7 +17,8 @@ DIST        := dist
 SHIPPED     := .shipped-venv
 SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 
-.PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped
+.PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped \
+	settings-docs
 
 # The product: its lock, and the checkout installed in place (built with the locked setuptools,
 # without build isolation, which would fetch it again unpinned).
@@ -78,6 +79,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# After a change to worker/settings.py: the README's configuration table and .env.example are
+# written from the declaration (tests/test_env_example.py fails while they differ).
+settings-docs: $(STAMP)
+	$(BIN)/python -m tests.settings_docs
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from models.session import build_engine
 from tests import services
 from worker import audit
-from worker.cli.output import render
+from worker.audit.output import render
 from worker.ops import migrate
 
 DAYS = 30

@@ -26,7 +26,7 @@ from kombu import Connection, Exchange, Producer
 
 from bench.audit_lookups import DAYS, START, load
 from tests import services
-from worker.cli.output import render
+from worker.audit.output import render
 from worker.ops import migrate
 from worker.queues import DEAD_QUEUE
 from worker.settings import load_settings

@@ -25,6 +25,31 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def database_url_problem(url: str) -> str | None:
+    """Why SQLAlchemy cannot use ``url`` with the drivers we ship, in one line; None when it can."""
+    try:
+        parsed = make_url(normalise_url(url))
+        dialect = parsed.get_dialect()
+    except (exc.ArgumentError, exc.NoSuchModuleError, ValueError):
+        return (
+            "not a database URL SQLAlchemy can use (examples: "
+            "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
+        )
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        return (
+            f"{parsed.get_backend_name()} is not supported: use PostgreSQL "
+            "(postgresql://user:password@host:5432/recon) or SQLite for the demo"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        return (
+            f"the driver {parsed.get_driver_name()!r} is not installed: leave the driver out "
+            "(postgresql://...) to use psycopg 3, which is"
+        )
+    return None
+
+
 class MissingDatabase(ValueError):
     """A SQLite file that does not exist: connecting would create an empty one."""
 

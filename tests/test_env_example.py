@@ -1,13 +1,22 @@
-"""`.env.example`, the README's configuration table and ``ENV_VARS`` name the same settings."""
+"""`.env.example` and the README's configuration table are the settings declaration, written out."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from worker.settings import ENV_VARS, load_settings
+from tests.settings_docs import (
+    ENV_EXAMPLE,
+    README,
+    env_example,
+    readme_section,
+    readme_table,
+    variables,
+)
+from worker.settings import load_settings
 
 ROOT = Path(__file__).parent.parent
+REGENERATE = "out of step with worker/settings.py: run `make settings-docs`"
 
 
 def example_lines() -> dict[str, str]:
@@ -17,15 +26,26 @@ def example_lines() -> dict[str, str]:
     return {name: value.removeprefix('"').removesuffix('"') for name, value in pairs}
 
 
-def readme_table() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
+def readme_variables() -> set[str]:
+    readme = README.read_text()
     section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, re.MULTILINE))
 
 
 def test_env_example_readme_and_settings_list_the_same_variables():
-    assert set(example_lines()) == set(ENV_VARS)
-    assert readme_table() == set(ENV_VARS)
+    declared = {variable.name for variable in variables()}
+    assert set(example_lines()) == declared
+    assert readme_variables() == declared
+
+
+def test_the_readme_table_is_the_declaration_written_out():
+    readme = README.read_text()
+    start, end = readme_section(readme)
+    assert readme[start:end] == readme_table(), f"README.md's configuration table is {REGENERATE}"
+
+
+def test_env_example_is_the_declaration_written_out():
+    assert ENV_EXAMPLE.read_text() == env_example(), f".env.example is {REGENERATE}"
 
 
 def test_env_example_is_a_valid_configuration_of_defaults():

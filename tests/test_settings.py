@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.settings import ENV_VARS, SettingsError, load_settings
+from tests.settings_docs import variables
+from worker.settings import SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_ones():
@@ -63,5 +64,23 @@ def test_every_variable_is_documented_in_the_readme():
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [name for name in ENV_VARS if f"`{name}`" not in readme]
+    missing = [v.name for v in variables() if f"`{v.name}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_given_variables_are_read_instead_of_the_process_environment(monkeypatch):
+    monkeypatch.setenv("RECON_MAX_ATTEMPTS", "9")
+    monkeypatch.setenv("LOYALTY_BRAND_ID", "")  # empty: unset, as a shell leaves it
+    assert load_settings().max_attempts == 9
+    assert load_settings().loyalty_brand_id is None
+    assert load_settings({}).max_attempts == 5
+    assert load_settings({"RECON_MAX_ATTEMPTS": "7"}).max_attempts == 7
+
+
+def test_a_replaced_value_is_checked_by_the_same_rules_and_secrets_stay_secret():
+    settings = load_settings({}).replace(loyalty_api_password="s3cret-value", max_attempts=3)
+    assert settings.max_attempts == 3
+    assert settings.loyalty_api_password.get_secret_value() == "s3cret-value"
+    assert "s3cret-value" not in repr(settings)
+    with pytest.raises(SettingsError, match="RECON_MAX_ATTEMPTS"):
+        settings.replace(max_attempts=0)

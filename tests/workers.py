@@ -14,7 +14,7 @@ from kombu import Connection
 
 from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
-from worker.queues import REDRIVE_QUEUE, TASK_QUEUE, task_queue
+from worker.queues import task_queue, task_queue_names
 from worker.settings import load_settings
 from worker.tools.publishing import publish_bodies
 
@@ -54,16 +54,21 @@ class Workers:
         ) as conn:
             publish_bodies(conn, self.settings.events_exchange, bodies)
 
+    def work_queues(self) -> list[str]:
+        """Every queue work waits in: the events queue and each task queue (live, re-drive)."""
+        return [self.settings.events_queue, *task_queue_names()]
+
     def purge(self) -> None:
         """Empty the queues between tests (declaring them as the worker does, first)."""
+        queues = [events_queue_for(self.settings), *map(task_queue, task_queue_names())]
         with Connection(self.settings.broker_url) as conn:
             channel = conn.default_channel
-            for queue in (events_queue_for(self.settings), task_queue(), task_queue(REDRIVE_QUEUE)):
+            for queue in queues:
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
 
     def unfinished(self) -> dict[str, int]:
-        """Messages of the events and task queues not yet done: ready plus unacknowledged.
+        """Messages of every work queue not yet done: ready plus unacknowledged.
 
         The intake acknowledges an event after its rows are committed and its task enqueued; a
         task is acknowledged after it ran (a retry waiting for its countdown stays unacked on
@@ -87,13 +92,19 @@ class Workers:
             timeout=60,
         ).stdout
         counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
-        names = (self.settings.events_queue, TASK_QUEUE)
-        return {name: int(counts.get(name, 0)) for name in names}
+        return {name: int(counts.get(name, 0)) for name in self.work_queues()}
 
     def wait_until_idle(self, timeout: float = 60.0) -> None:
-        """Poll until the queues are empty and no worker holds a message, twice in a row."""
-        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
-        wait_for(lambda: not any(self.unfinished().values()), timeout, 0.5)
+        """The one wait for quiet: poll until every work queue is empty and no worker holds a
+        message, twice in a row; fail naming the queues that were not."""
+        deadline = time.monotonic() + timeout
+        idle_in_a_row = 0
+        while idle_in_a_row < 2:
+            busy = {name: count for name, count in self.unfinished().items() if count}
+            if busy and time.monotonic() > deadline:
+                raise AssertionError(f"work still queued after {timeout} s: {busy}")
+            idle_in_a_row = 0 if busy else idle_in_a_row + 1
+            time.sleep(0.5)
 
     def pool_children(self, process: subprocess.Popen[bytes]) -> list[psutil.Process]:
         return psutil.Process(process.pid).children(recursive=True)

@@ -1,16 +1,21 @@
-"""The Celery app: queues, at-least-once settings, schedules, logging and process signals.
+"""The Celery app: queues, schedules, logging and process signals.
 
 The app object exists at import (tasks register on it) but opens no connection and reads no
 environment at import. A `recon` command applies its settings with ``configure(settings)``; any
 other user of the app (``celery -A worker.app inspect ping``, Flower) gets the same
 configuration from the ``RECON_*`` environment the first time Celery needs it.
+
+It imports none of the steps: it names the task modules and the intake's consumer step, and
+Celery imports them when a worker starts. So every step can register its tasks here without an
+import running back up, and what a task promises (at least once, bounded retries) is declared
+once, by ``recon_task`` in ``worker/reconcile/tasks.py``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -19,22 +24,17 @@ from celery.schedules import crontab
 
 from worker.observe import banner, exporter
 from worker.observe.logging import configure_logging, is_configured
-from worker.queues import (
-    DEAD_QUEUE,
-    REDRIVE_QUEUE,
-    TASK_EXCHANGE,
-    TASK_QUEUE,
-    declare_topology,
-    task_queue,
-)
-from worker.settings import Settings, SettingsError, load_settings
+from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue, task_queue_names
+from worker.settings import Settings, SettingsError, hold_settings, load_settings, settings_of
 
-app = Celery("recon", include=["worker.reconcile.tasks"])
+#: Every module that declares tasks.
+TASK_MODULES = ["worker.reconcile.tasks", "worker.ops.tasks"]
+#: The intake: a consumer step in the worker's main process (``worker/intake/consumer.py``).
+INTAKE_STEP = "worker.intake.consumer:IntakeConsumer"
+#: Task arguments every log line of a task carries, by the name the task's signature gives them.
+LOG_CONTEXT = ("order_ref", "request_id")
 
-
-def task_queue_names() -> list[str]:
-    """Every queue the worker's pool consumes (the intake's events queue is not one of them)."""
-    return [TASK_QUEUE, REDRIVE_QUEUE]
+app = Celery("recon", include=TASK_MODULES)
 
 
 def parse_cron(expression: str) -> crontab:
@@ -58,22 +58,13 @@ def parse_cron(expression: str) -> crontab:
         raise SettingsError(f"RECON_BACKFILL_CRON: {exc}") from exc
 
 
-#: The settings each app runs with, held by the app and never in its configuration: Celery's
-#: configuration is what `celery inspect conf` and Flower show anyone on the broker, and its own
-#: filter only hides keys it recognises.
-_settings_held: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
-
-
 def configure(settings: Settings, *, embedded: bool = False) -> Celery:
     """Apply the settings to the app; ``embedded`` is the one-process demo."""
     global _configured_by_command
     _configured_by_command = True
-    _settings_held[app] = settings
+    hold_settings(app, settings)
     app.conf.update(celery_config(settings, embedded=embedded))
-    from worker.intake.consumer import IntakeConsumer
-
-    if IntakeConsumer not in app.steps["consumer"]:
-        app.steps["consumer"].add(IntakeConsumer)
+    app.steps["consumer"].add(INTAKE_STEP)  # a set: configuring twice adds it once
     return app
 
 
@@ -96,9 +87,6 @@ def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, An
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        # At least once: ack after the body ran, requeue if the pool process died under it.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         # Task events let Flower and `celery events` show every task; RECON_TASK_EVENTS=false
@@ -134,7 +122,8 @@ def _environment_defaults() -> dict[str, Any]:
     # the settings' own one-line message.
     if _configured_by_command:
         return {}
-    settings = _settings_held.setdefault(app, load_settings())
+    settings = load_settings()
+    hold_settings(app, settings)
     return celery_config(settings)
 
 
@@ -148,31 +137,6 @@ def default_node_name() -> str:
     one dies on its locked pidbox queue; none of Celery's %h/%n/%i placeholders holds a pid.
     """
     return f"recon-{os.getpid()}@%h"
-
-
-def declare_all(settings: Settings) -> None:
-    """Declare every exchange and queue, dead letters first (``recon declare``; the worker does
-    the same at start)."""
-    from kombu import Connection
-
-    from worker.intake.consumer import events_queue_for
-
-    with Connection(settings.broker_url, connect_timeout=10) as connection:
-        connection.ensure_connection(max_retries=3)
-        declare_topology(
-            connection, events=events_queue_for(settings), task_queue_names=task_queue_names()
-        )
-
-
-def settings_of(celery_app: Celery) -> Settings:
-    """The settings ``celery_app`` runs with: those given to ``configure``, else (``celery -A
-    worker.app ...``) the ``RECON_*`` environment's."""
-    settings = _settings_held.get(celery_app)
-    if settings is None and celery_app is app and not _configured_by_command:
-        settings = _settings_held.setdefault(app, load_settings())
-    if settings is None:
-        raise SettingsError("the Celery app was used before configure(settings) was called")
-    return settings
 
 
 def run_worker(
@@ -218,22 +182,29 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     configure_logging(level)
 
 
-@signals.worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    # Pooled database connections and HTTP sessions must not cross a fork.
-    from worker.reconcile import resources
-
-    resources.reset_after_fork()
-
-
 @signals.task_prerun.connect
 def _bind_task_context(
-    task_id: str | None = None, task: Any = None, args: Any = None, **_: Any
+    task_id: str | None = None,
+    task: Any = None,
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    **_: Any,
 ) -> None:
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
-    if args:
-        structlog.contextvars.bind_contextvars(subject=str(args[0]))
+    structlog.contextvars.bind_contextvars(
+        task_id=task_id, task=getattr(task, "name", None), **named_arguments(task, args, kwargs)
+    )
+
+
+def named_arguments(
+    task: Any, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The task's ``LOG_CONTEXT`` arguments, by name: ``order_ref``, ``request_id``."""
+    try:
+        bound = inspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {}))
+    except (AttributeError, TypeError, ValueError):
+        return {}  # not a call of this task's signature: nothing to name
+    return {name: str(value) for name, value in bound.arguments.items() if name in LOG_CONTEXT}
 
 
 @signals.task_postrun.connect

@@ -41,6 +41,11 @@ ORIGINAL_ROUTING_KEY_HEADER = "x-recon-original-routing-key"
 DEAD_AT_HEADER = "x-recon-dead-at"
 
 
+def task_queue_names() -> list[str]:
+    """Every queue the worker's pool consumes (the intake's events queue is not one of them)."""
+    return [TASK_QUEUE, REDRIVE_QUEUE]
+
+
 def task_queue(name: str = TASK_QUEUE) -> Queue:
     return Queue(name, TASK_EXCHANGE, routing_key=name, durable=True, queue_arguments=DEAD_LETTERED)
 

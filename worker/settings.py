@@ -1,23 +1,33 @@
-"""Settings: environment variables with safe defaults, read once by a function (never at import).
+"""Settings: environment variables with safe defaults, read by a function (never at import).
 
-Every setting the product reads is listed in ``ENV_VARS``; the README's configuration table and
-the compose test are checked against it. A bad value raises ``SettingsError`` naming the variable,
-the value's problem and what is expected, never the value of a secret.
+``Settings`` is the one declaration: each variable is one ``Field`` with its name (the alias), its
+default, its rules and its meaning (its docstring). The README's configuration table and
+``.env.example`` are written from it (``make settings-docs``), and a test holds both against it.
+A bad value raises ``SettingsError``: one line naming the variable and what is expected, never
+the value (it may be a password).
 """
 
 from __future__ import annotations
 
-import os
+import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 #: The embedded default is the demo's database, in the folder where `recon demo` (`make demo`)
 #: keeps everything it leaves behind; `recon audit ...` run from the same folder reads it.
 DEFAULT_DATABASE_URL = "sqlite:///recon-demo/recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+# One row per request of the window (worker/budget/limiter.py): bounded, far above any documented
+# limit (1000 per minute; 100 on demo clusters).
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
 
 
@@ -25,78 +35,174 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-class _EnvModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+#: The variables ``load_settings`` was given, while it reads them (None: the process environment).
+_given: ContextVar[Mapping[str, str] | None] = ContextVar("recon_settings_given", default=None)
+
+
+class Settings(BaseSettings):
+    """The product's configuration. Secrets are ``SecretStr``: their repr is masked."""
+
+    # Names are exact (RECON_LOG_LEVEL, not recon_log_level) and an empty variable means "unset",
+    # as a shell or systemd leaves it. Only the environment is read: no .env file is loaded
+    # behind the operator's back.
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        # Each field's docstring is its description: the README and .env.example show it.
+        use_attribute_docstrings=True,
+    )
 
     database_url: str = Field(DEFAULT_DATABASE_URL, alias="RECON_DATABASE_URL", min_length=1)
+    """SQLAlchemy URL of the database (PostgreSQL in production; `postgresql://` is driven by
+    psycopg 3; the default is the demo's)
+    """
+
     broker_url: str = Field(DEFAULT_BROKER_URL, alias="RECON_BROKER_URL", min_length=1)
+    """AMQP URL of RabbitMQ"""
+
     events_exchange: str = Field("orders", alias="RECON_EVENTS_EXCHANGE", min_length=1)
+    """topic exchange the order systems publish to"""
+
     events_queue: str = Field("recon.events", alias="RECON_EVENTS_QUEUE", min_length=1)
+    """durable queue the intake consumer reads"""
+
     max_attempts: int = Field(5, alias="RECON_MAX_ATTEMPTS", ge=1, le=50)
+    """attempts per item before it is `gave_up` (transient failures)"""
+
     backfill_cron: str = Field("0 2 * * *", alias="RECON_BACKFILL_CRON", min_length=9)
+    """crontab (UTC) of the nightly backfill"""
+
     sweep_interval_seconds: int = Field(120, alias="RECON_SWEEP_INTERVAL_SECONDS", ge=5)
+    """how often the sweeper looks for stuck work"""
+
     sweep_after_seconds: int = Field(300, alias="RECON_SWEEP_AFTER_SECONDS", ge=10)
+    """how long work may stay pending before the sweeper re-enqueues it"""
+
     retry_base_seconds: int = Field(2, alias="RECON_RETRY_BASE_SECONDS", ge=1, le=600)
+    """first retry delay; doubles each attempt, full jitter, capped at 600 s"""
+
     delivery_limit: int = Field(10, alias="RECON_DELIVERY_LIMIT", ge=1, le=1000)
+    """times a message may return to a queue (consumer crashed, worker killed while holding it)
+    before it is dead-lettered to `recon.dead`
+    """
+
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case (unset, a command that prints a report
+    logs only warnings on a terminal: see "The CLI")
+    """
+
+    task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+    """send Celery task events, so Flower and `celery events` show every task; `false` turns them
+    off
+    """
+
     loyalty_api_url: str = Field(
         "http://127.0.0.1:8780", alias="LOYALTY_API_URL", pattern=r"^https?://"
     )
+    """base URL of the loyalty platform"""
+
     loyalty_api_username: str = Field("", alias="LOYALTY_API_USERNAME")
+    """till username for Basic auth"""
+
     loyalty_api_password: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_PASSWORD")
+    """till password (sent MD5-hashed as the platform requires; never logged)"""
+
     loyalty_client_key: str = Field("", alias="LOYALTY_API_CLIENT_KEY")
+    """OAuth client key (OAuth replaces Basic when set)"""
+
     loyalty_client_secret: SecretStr = Field(SecretStr(""), alias="LOYALTY_API_CLIENT_SECRET")
+    """OAuth client secret (never logged)"""
+
     loyalty_brand_id: int | None = Field(None, alias="LOYALTY_BRAND_ID", ge=1)
-    # One row per request of the window (worker/budget/limiter.py): bounded, far above any
-    # documented limit (1000 per minute; 100 on demo clusters).
+    """brand id for vendor redemption configurations (`recon vendor push`)"""
+
     rate_limit_per_minute: int = Field(
         1000, alias="LOYALTY_RATE_LIMIT_PER_MINUTE", ge=1, le=MAX_RATE_LIMIT_PER_MINUTE
     )
+    """requests per minute per API key, shared by all workers on all hosts (at most 100,000: the
+    limiter keeps one row per request of the window)
+    """
+
     rate_limit_burst: int | None = Field(None, alias="LOYALTY_RATE_LIMIT_BURST", ge=1)
+    """most requests sent at once (unset: the whole per-minute budget); a smaller value smooths, for
+    platforms that throttle bursts (never more than the per-minute limit in any 60 s window
+    either way)
+    """
+
     backfill_budget_share: float = Field(0.5, alias="RECON_BACKFILL_BUDGET_SHARE", ge=0, le=1)
+    """share of the budget re-driven work (backfill, sweeper) may use in a window in which live work
+    had to wait; with no live work waiting it may use all of it
+    """
+
     http_timeout_seconds: float = Field(10.0, alias="LOYALTY_HTTP_TIMEOUT_SECONDS", gt=0, le=120)
+    """read time-out of one call to the platform"""
+
     metrics_port: int | None = Field(None, alias="RECON_METRICS_PORT", ge=0, le=65535)
+    """port of `/metrics` for this `recon worker` or `recon beat` (unset: not served); each instance
+    on a host needs its own; `0` lets the OS pick one, which the start-up banner and a target file
+    in `RECON_METRICS_DIR` name (see Metrics)
+    """
+
     metrics_host: str = Field("127.0.0.1", alias="RECON_METRICS_HOST", min_length=1)
+    """address `/metrics` binds to (`0.0.0.0` to let a Prometheus on another host scrape)"""
+
     metrics_dir: str = Field("", alias="RECON_METRICS_DIR")
+    """where each `recon worker` makes its own fresh multiprocess metrics directory, and where each
+    worker and beat writes the Prometheus target file that says where it serves (unset: the
+    system's temp directory)
+    """
+
     unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
+    """age after which a redemption still without a bill counts in `recon_unmatched_redemptions`"""
+
     web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
-    task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+    """token `recon web` requires (bearer header or sign-in form); unset = none"""
+
+    web_secure_cookies: bool = Field(False, alias="RECON_WEB_SECURE_COOKIES")
+    """mark `recon web`'s session cookie `Secure`: set it when the page is served over HTTPS
+    (behind a trusted proxy that sends `X-Forwarded-Proto: https` it is marked anyway)
+    """
+
+    web_trusted_proxies: int = Field(0, alias="RECON_WEB_TRUSTED_PROXIES", ge=0, le=5)
+    """number of reverse proxies in front of `recon web` whose `X-Forwarded-For` and
+    `X-Forwarded-Proto` it believes (werkzeug's `ProxyFix`); with `0` those headers are ignored,
+    so a client cannot pick its own address for the sign-in limit
+    """
+
     # A PostgreSQL role name (letters, digits, _ and $): it is written into GRANT statements.
     database_service_role: str = Field(
         "", alias="RECON_DATABASE_SERVICE_ROLE", pattern=r"^([A-Za-z_][A-Za-z0-9_$]{0,62})?$"
     )
-    web_secure_cookies: bool = Field(False, alias="RECON_WEB_SECURE_COOKIES")
-    web_trusted_proxies: int = Field(0, alias="RECON_WEB_TRUSTED_PROXIES", ge=0, le=5)
+    """PostgreSQL role the service (worker, beat, web, CLI) runs as; `recon migrate`, run as the
+    migration role, grants it its privileges and checks them (see "Database roles")
+    """
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment alone (no .env file, no secrets directory), or, for load_settings(env),
+        # the variables it was given in place of the process's own.
+        given = _given.get()
+        environment = env_settings if given is None else _GivenVariables(settings_cls, given)
+        return (init_settings, environment)
 
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, value: str) -> str:
         # Found here, the message names the variable; found by SQLAlchemy later, a traceback.
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+        from models.session import database_url_problem
 
-        from models.session import normalise_url
-
-        try:
-            url = make_url(normalise_url(value))
-            dialect = url.get_dialect()
-        except (ArgumentError, NoSuchModuleError, ValueError):
-            raise ValueError(
-                "not a database URL SQLAlchemy can use (examples: "
-                "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
-            ) from None
-        if url.get_backend_name() not in ("postgresql", "sqlite"):
-            raise ValueError(
-                f"{url.get_backend_name()} is not supported: use PostgreSQL "
-                "(postgresql://user:password@host:5432/recon) or SQLite for the demo"
-            )
-        try:
-            dialect.import_dbapi()
-        except ImportError:
-            raise ValueError(
-                f"the driver {url.get_driver_name()!r} is not installed: leave the driver out "
-                "(postgresql://...) to use psycopg 3, which is"
-            ) from None
+        problem = database_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("broker_url")
@@ -114,86 +220,6 @@ class _EnvModel(BaseModel):
     def _level_in_any_case(cls, value: Any) -> Any:
         # `debug` and `DEBUG` mean the same to people; logging wants upper case.
         return value.strip().upper() if isinstance(value, str) else value
-
-
-#: variable name -> one-line description, in README order.
-ENV_VARS: dict[str, str] = {
-    "RECON_DATABASE_URL": "SQLAlchemy URL of the database (PostgreSQL in production)",
-    "RECON_BROKER_URL": "AMQP URL of RabbitMQ",
-    "RECON_EVENTS_EXCHANGE": "topic exchange the order systems publish to",
-    "RECON_EVENTS_QUEUE": "durable queue the intake consumer reads",
-    "RECON_MAX_ATTEMPTS": "attempts per item before it is gave_up (transient failures)",
-    "RECON_BACKFILL_CRON": "crontab (UTC) of the nightly backfill",
-    "RECON_SWEEP_INTERVAL_SECONDS": "how often the sweeper looks for stuck work",
-    "RECON_SWEEP_AFTER_SECONDS": "how long work may stay pending before the sweeper re-enqueues it",
-    "RECON_RETRY_BASE_SECONDS": "first retry delay; doubles each attempt, jittered, capped at 600",
-    "RECON_DELIVERY_LIMIT": "times a message may come back to a queue before it is dead-lettered",
-    "RECON_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (any case)",
-    "LOYALTY_API_URL": "base URL of the loyalty platform",
-    "LOYALTY_API_USERNAME": "till username for Basic auth",
-    "LOYALTY_API_PASSWORD": "till password (sent MD5-hashed, never logged)",
-    "LOYALTY_API_CLIENT_KEY": "OAuth client key (OAuth replaces Basic when set)",
-    "LOYALTY_API_CLIENT_SECRET": "OAuth client secret (never logged)",
-    "LOYALTY_BRAND_ID": "brand id for vendor redemption configurations",
-    "LOYALTY_RATE_LIMIT_PER_MINUTE": "requests per minute per API key, shared by all workers "
-    "(at most 100,000)",
-    "LOYALTY_RATE_LIMIT_BURST": "most requests sent at once (default: the whole per-minute budget)",
-    "RECON_BACKFILL_BUDGET_SHARE": "share of the budget backfill/sweeper work may use while live "
-    "work waits",
-    "LOYALTY_HTTP_TIMEOUT_SECONDS": "read time-out of one call to the platform",
-    "RECON_METRICS_PORT": "port of /metrics for this recon worker or beat (unset: not served)",
-    "RECON_METRICS_HOST": "address /metrics binds to",
-    "RECON_METRICS_DIR": "where each worker makes its fresh multiprocess metrics directory",
-    "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
-    "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
-    "RECON_TASK_EVENTS": "send Celery task events (Flower, `celery events`); false turns them off",
-    "RECON_DATABASE_SERVICE_ROLE": "PostgreSQL role the service runs as; `recon migrate` grants "
-    "it its privileges and checks them (unset: no grants)",
-    "RECON_WEB_SECURE_COOKIES": "mark `recon web`'s session cookie Secure (the page is served "
-    "over HTTPS)",
-    "RECON_WEB_TRUSTED_PROXIES": "number of reverse proxies in front of `recon web` whose "
-    "X-Forwarded-* headers it trusts (0: none)",
-}
-
-_ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
-assert set(_ALIAS_TO_FIELD) == set(ENV_VARS), "ENV_VARS and the settings model drifted"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The product's configuration. Secrets are ``SecretStr``: their repr is masked."""
-
-    database_url: str
-    broker_url: str
-    events_exchange: str
-    events_queue: str
-    max_attempts: int
-    backfill_cron: str
-    sweep_interval_seconds: int
-    sweep_after_seconds: int
-    retry_base_seconds: int
-    delivery_limit: int
-    log_level: str
-    loyalty_api_url: str
-    loyalty_api_username: str
-    loyalty_api_password: SecretStr
-    loyalty_client_key: str
-    loyalty_client_secret: SecretStr
-    loyalty_brand_id: int | None
-    rate_limit_per_minute: int
-    rate_limit_burst: int | None
-    backfill_budget_share: float
-    http_timeout_seconds: float
-    metrics_port: int | None
-    metrics_host: str
-    metrics_dir: str
-    unmatched_after_seconds: int
-    web_token: SecretStr
-    task_events: bool = True
-    database_service_role: str = ""
-    web_secure_cookies: bool = False
-    web_trusted_proxies: int = 0
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def uses_oauth(self) -> bool:
@@ -222,29 +248,68 @@ class Settings:
             raise SettingsError("LOYALTY_API_PASSWORD is not set: Basic auth needs it")
 
     def replace(self, **changes: Any) -> Settings:
-        values = {name: getattr(self, name) for name in _EnvModel.model_fields}
-        values.update(changes)
-        for name in ("loyalty_api_password", "loyalty_client_secret", "web_token"):
-            if isinstance(values[name], str):
-                values[name] = SecretStr(values[name])
-        return Settings(**values)
+        """A copy with ``changes`` (by attribute name), checked by the same rules."""
+        return _build({**dict(self), **changes}, variables={})
+
+
+class _GivenVariables(EnvSettingsSource):
+    """The environment source, reading the variables ``load_settings`` was given instead of the
+    process's own (the demo's embedded defaults, the tests' private configurations)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._variables.items() if value != ""}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
-    source = os.environ if env is None else env
-    raw = {alias: source[alias] for alias in ENV_VARS if source.get(alias, "") != ""}
+    return _build({}, variables=env)
+
+
+def _build(values: dict[str, Any], *, variables: Mapping[str, str] | None) -> Settings:
+    token = _given.set(variables)
     try:
-        model = _EnvModel.model_validate(raw)
+        return Settings(**values)
     except ValidationError as exc:
         # `from None`: pydantic's own text quotes the input, which may be a password.
         raise SettingsError(_describe(exc)) from None
-    return Settings(**{name: getattr(model, name) for name in _EnvModel.model_fields})
+    finally:
+        _given.reset(token)
 
 
 def _describe(exc: ValidationError) -> str:
+    aliases = {name: field.alias for name, field in Settings.model_fields.items()}
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        alias = str(error["loc"][0]) if error["loc"] else "?"
-        problems.append(f"{alias}: {error['msg'].removeprefix('Value error, ')}")
+        where = str(error["loc"][0]) if error["loc"] else "?"
+        problems.append(
+            f"{aliases.get(where) or where}: {error['msg'].removeprefix('Value error, ')}"
+        )
     return "invalid configuration: " + "; ".join(problems)
+
+
+#: The settings each Celery app runs with, held beside the app and never in its configuration:
+#: Celery's configuration is what `celery inspect conf` and Flower show anyone on the broker, and
+#: its own filter only hides keys it recognises.
+_held: weakref.WeakKeyDictionary[Any, Settings] = weakref.WeakKeyDictionary()
+
+
+def hold_settings(celery_app: Any, settings: Settings) -> None:
+    """Give ``celery_app`` its settings (``configure``, or the environment's for ``celery -A``)."""
+    _held[celery_app] = settings
+
+
+def settings_of(celery_app: Any) -> Settings:
+    """The settings ``celery_app`` runs with: those a ``recon`` command configured it with, else
+    (``celery -A worker.app ...``) the ``RECON_*`` environment's, read when Celery first read its
+    configuration."""
+    settings = _held.get(celery_app)
+    if settings is None:
+        celery_app.conf.get("broker_url")  # the first read of the configuration holds them
+        settings = _held.get(celery_app)
+    if settings is None:
+        raise SettingsError("the Celery app was used before configure(settings) was called")
+    return settings

@@ -18,7 +18,7 @@ from models.session import unit_of_work
 from tests.prometheus import parse, require_prometheus_tool
 from worker.cli import _register, cli
 from worker.loyalty.types import Exchange
-from worker.observe import exporter, metrics
+from worker.observe import gauges, metrics
 from worker.observe.broker_gauges import BrokerGauges
 from worker.reconcile.outcomes import Verdict, add_outcome
 
@@ -94,7 +94,7 @@ def exported_names(settings, engine) -> set[str]:
     metrics.backfill_redriven("coupon")
     metrics.backfill_run(succeeded=True)
     registry = CollectorRegistry()
-    registry.register(exporter.DatabaseGauges(settings))
+    registry.register(gauges.DatabaseGauges(settings))
     registry.register(BrokerGauges(settings))
     names = {name for name, _ in parse(generate_latest(registry).decode())}
     names |= {name for name, _ in parse(generate_latest(metrics.local_registry()).decode())}

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from tests import shipped
+from tests.settings_docs import variables
 from worker.cli import _register, cli
-from worker.settings import ENV_VARS, load_settings
+from worker.settings import load_settings
 
 ROOT = Path(__file__).parents[2]
 UNITS = ROOT / "deploy" / "systemd"
@@ -84,7 +85,7 @@ def test_worker_and_beat_serve_metrics_where_the_host_prometheus_looks(name):
         for line in (UNITS / "metrics.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert set(metrics_env) <= set(ENV_VARS)
+    assert set(metrics_env) <= {variable.name for variable in variables()}
     settings = load_settings(metrics_env)
     assert settings.metrics_port == 0
     service = unit(name)["Service"]

@@ -11,7 +11,8 @@ from models.events import InboxEvent
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction
 from tests.factories import events
-from worker.intake.store import external_reference_for, store_message
+from worker.intake.rows import external_reference_for
+from worker.intake.store import store_message
 
 
 def _store(session, event_or_body):

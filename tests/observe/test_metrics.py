@@ -19,7 +19,7 @@ from tests.factories.transactions import make_transaction
 from tests.prometheus import parse, total, unbounded_labels
 from worker.budget.limiter import GlobalRateLimiter, Throttled
 from worker.loyalty.types import Exchange
-from worker.observe import exporter, metrics
+from worker.observe import exporter, gauges, metrics
 from worker.ops import backfill
 from worker.reconcile.outcomes import Policy, Verdict, add_outcome
 
@@ -182,7 +182,7 @@ def test_the_gauges_read_open_work_its_age_unknown_redeems_and_unmatched_ones(se
     now = dt.datetime.now(dt.UTC)
     _fill(session, now)
     with clean_db.connect() as conn:
-        readings = exporter.read_gauges(conn, now=now, unmatched_after=dt.timedelta(days=1))
+        readings = gauges.read_gauges(conn, now=now, unmatched_after=dt.timedelta(days=1))
     assert readings["open"] == {
         ("redemption", "pending"): 1,
         ("redemption", "retrying"): 1,
@@ -209,7 +209,7 @@ def test_every_gauge_query_can_be_answered_from_an_index(session, clean_db):
 
     with clean_db.connect() as conn:
         event.listen(conn, "before_cursor_execute", remember)
-        exporter.read_gauges(conn, now=now, unmatched_after=dt.timedelta(days=1))
+        gauges.read_gauges(conn, now=now, unmatched_after=dt.timedelta(days=1))
     assert len(statements) >= 10
     with clean_db.connect() as conn:
         # Tiny tables make a sequential scan cheapest; forbid it to see what the indexes offer.
@@ -229,11 +229,11 @@ def test_a_database_that_cannot_answer_leaves_the_scrape_working(pg_url):
 
     broken = load_settings({"RECON_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"})
     registry = CollectorRegistry()
-    registry.register(exporter.DatabaseGauges(broken))
+    registry.register(gauges.DatabaseGauges(broken))
     samples = parse(generate_latest(registry).decode())
     assert total(samples, "recon_db_gauges_up") == 0
     assert total(samples, "recon_ratelimit_budget_per_minute") == 1000
-    working = exporter.DatabaseGauges(load_settings({"RECON_DATABASE_URL": pg_url}))
+    working = gauges.DatabaseGauges(load_settings({"RECON_DATABASE_URL": pg_url}))
     registry = CollectorRegistry()
     registry.register(working)
     assert total(parse(generate_latest(registry).decode()), "recon_db_gauges_up") == 1

@@ -12,6 +12,7 @@ import requests
 
 from sandbox.config import SandboxConfig
 from sandbox.server import Sandbox, start_sandbox
+from tests.workers import wait_for
 
 # The design's example: user store.server, password server123, MD5-hashed before encoding.
 DOCUMENTED_HEADER = "Basic c3RvcmUuc2VydmVyOjhhMTZhNmI3MDUwNWViMWYxZmY3Y2RjMGNkNTU1OWE3"
@@ -241,7 +242,8 @@ def test_a_second_request_for_a_busy_customer_gets_521_and_no_effect(http, serve
 
     first = threading.Thread(target=slow_call)
     first.start()
-    time.sleep(0.3)
+    # The slow call has taken its scripted fault: it holds the customer for the next 0.8 s.
+    wait_for(lambda: admin(http, server, "script")["pending"] == {}, timeout=5, interval=0.01)
     overlapping = http.put(url, json=coupon_update(303, "919800000003"), headers=AUTH)
     first.join(timeout=5)
 

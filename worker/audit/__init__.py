@@ -2,7 +2,8 @@
 
 Every function here is keyword-only, named for what it answers, and served by an index (see
 ``models/outcomes.py`` and ``models/redemptions.py``); ``bench/audit_lookups.py`` times them on a
-million outcome rows. The CLI (``recon audit ...``) only renders what they return.
+million outcome rows. The CLI (``recon audit ...``), the web page and the demo only render what
+they return, with ``worker.audit.output``.
 
 Windows are half-open, ``since <= at < until``, in UTC; ``None`` leaves that side open.
 """

@@ -32,7 +32,9 @@ Three refinements, all inside the same statement:
 * A 429 pauses the key: ``pause()`` stores ``paused_until`` for the key, every take checks it,
   so no process sends on the key until the platform's ``Retry-After`` has passed.
 
-The embedded SQLite demo runs in one process: there the same rule runs in memory.
+Where it lives: this module is what callers use (``acquire``, ``pause``, ``tier``); the rule's
+arithmetic is ``rule.py``, its statements ``postgres.py``, and the embedded SQLite demo, which runs
+in one process, applies the same rule in memory (``memory.py``).
 
 The functions ``slot_taken``, ``slot_waited``, ``deferred``, ``platform_throttled`` and
 ``customer_busy`` are called once per event; they are where metrics hook in.
@@ -40,8 +42,6 @@ The functions ``slot_taken``, ``slot_waited``, ``deferred``, ``platform_throttle
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,17 +49,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
+from worker.budget import memory, postgres
+from worker.budget.rule import LIVE, REDRIVE, TIERS, WINDOW_SECONDS, Budget, Ring
 from worker.observe import metrics
 
 log = structlog.get_logger(__name__)
 
-LIVE = "live"
-REDRIVE = "redrive"
-TIERS = (LIVE, REDRIVE)
-#: The platform's window. A parameter of the limiter so tests can shrink it.
-WINDOW_SECONDS = 60.0
 #: How long every process pauses after a 429 that carries no ``Retry-After``.
 DEFAULT_PAUSE_SECONDS = 5.0
 
@@ -123,58 +120,6 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class Ring:
-    key: str
-    size: int
-    window: float
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How one key's budget is spent: the limit, the burst, the share of re-driven work."""
-
-    per_minute: int
-    burst: int | None = None
-    redrive_share: float = 0.5
-    window: float = WINDOW_SECONDS
-    guard_seconds: float = 0.25
-
-    @property
-    def burst_size(self) -> int:
-        return min(self.burst or self.per_minute, self.per_minute)
-
-    @property
-    def redrive_quota(self) -> int:
-        """Slots re-driven work may hold in a window in which live work had to wait."""
-        return math.floor(self.per_minute * self.redrive_share)
-
-    @property
-    def reserve(self) -> int:
-        """Free slots re-driven work always leaves to live work (1 % of the budget, at least 1)."""
-        return min(max(1, self.per_minute // 100), self.per_minute - 1)
-
-    def rings(self, key: str, tier_name: str) -> list[Ring]:
-        """The rings a request of ``tier_name`` takes one slot from, main ring first."""
-        rings = [Ring(key, self.per_minute, self.window + self.guard_seconds)]
-        if self.burst_size < self.per_minute:
-            size = self.burst_size
-            rings.append(Ring(f"{key}/burst", size, self.window * size / self.per_minute))
-        return rings
-
-    @property
-    def pace_size(self) -> int:
-        """Re-driven work is paced: it takes a slot only while everyone together used fewer
-        than this many in the last ``pace_window`` (one second's worth of the average rate).
-        So the window fills no faster than it drains, and live work arriving during a backfill
-        finds slots all the time, not only when the first minute's slots come free."""
-        return max(1, min(self.burst_size, self.per_minute // 60))
-
-    @property
-    def pace_window(self) -> float:
-        return self.window * self.pace_size / self.per_minute
-
-
 @dataclass
 class GlobalRateLimiter:
     engine: Engine
@@ -215,13 +160,13 @@ class GlobalRateLimiter:
         budget = self.budget
         rings = budget.rings(self.key, tier_name)
         if not self._postgres:
-            return _local(self.key).take(rings, tier_name, budget)
+            return memory.key(self.key).take(rings, tier_name, budget)
         for _ in range(2):
             with self.engine.begin() as conn:
                 self._ensure(conn, rings)
-                if _pg_take(conn, rings, tier_name, budget):
+                if postgres.take(conn, rings, tier_name, budget):
                     return 0.0, False
-                answer = _pg_wait(conn, rings, tier_name, budget)
+                answer = postgres.wait(conn, rings, tier_name, budget)
                 if answer is not None:
                     return answer
             # The ring's rows are gone (a test emptied the table): set them up again.
@@ -254,9 +199,9 @@ class GlobalRateLimiter:
         seconds = DEFAULT_PAUSE_SECONDS if retry_after is None else max(retry_after, 0.0)
         if self._postgres:
             with self.engine.begin() as conn:
-                conn.execute(_PG_PAUSE, {"key": self.key, "pause": seconds})
+                postgres.pause(conn, self.key, seconds)
         else:
-            _local(self.key).pause(seconds)
+            memory.key(self.key).pause(seconds)
         platform_throttled(seconds, retry_after)
         log.warning("ratelimit.paused", seconds=round(seconds, 3), retry_after=retry_after)
         return seconds
@@ -264,243 +209,13 @@ class GlobalRateLimiter:
     def paused_for(self) -> float:
         """Seconds left of a pause after a 429 (0.0 when none)."""
         if not self._postgres:
-            return _local(self.key).paused_for()
+            return memory.key(self.key).paused_for()
         with self.engine.connect() as conn:
-            left = conn.execute(_PG_PAUSED_FOR, {"key": self.key}).scalar()
-        return max(float(left or 0.0), 0.0)
+            return postgres.paused_for(conn, self.key)
 
     def _ensure(self, conn: Connection, rings: list[Ring]) -> None:
         for ring in rings:
             if ring.key in self._ready:
                 continue
-            conn.execute(_PG_ENSURE, {"key": ring.key, "size": ring.size})
+            postgres.ensure(conn, ring)
             self._ready.add(ring.key)
-
-
-# --- PostgreSQL ---------------------------------------------------------------------------
-
-_NOW = "(SELECT t FROM now)"
-_PG_ENSURE = text("""
-    INSERT INTO rate_limit_slots (key, slot, used_at, redriven)
-    SELECT :key, g, 0, false FROM generate_series(0, :size - 1) AS g
-    ON CONFLICT (key, slot) DO NOTHING
-""")
-_PG_PAUSE = text("""
-    INSERT INTO rate_limits AS r (key, paused_until)
-    VALUES (:key, extract(epoch FROM clock_timestamp()) + :pause)
-    ON CONFLICT (key) DO UPDATE
-        SET paused_until = greatest(coalesce(r.paused_until, 0), excluded.paused_until)
-""")
-_PG_PAUSED_FOR = text(
-    "SELECT paused_until - extract(epoch FROM clock_timestamp()) FROM rate_limits WHERE key = :key"
-)
-_PG_LIVE_WAITED = text("""
-    INSERT INTO rate_limits AS r (key, live_waited_at)
-    VALUES (:key, extract(epoch FROM clock_timestamp()))
-    ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
-""")
-_PG_RING_WAIT = text("""
-    SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
-    WHERE key = :key AND slot < :size ORDER BY used_at OFFSET :skip LIMIT 1
-""")
-_PG_REDRIVE_STATE = text("""
-    WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t)
-    SELECT
-        EXISTS (SELECT 1 FROM rate_limits l
-                WHERE l.key = :key AND l.live_waited_at > (SELECT t FROM now) - :window),
-        count(*) FILTER (WHERE redriven),
-        min(used_at) FILTER (WHERE redriven) - (SELECT t FROM now),
-        count(*) FILTER (WHERE used_at > (SELECT t FROM now) - :pace_window)
-    FROM rate_limit_slots
-    WHERE key = :key AND slot < :size AND used_at > (SELECT t FROM now) - :window
-""")
-_take_statements: dict[tuple[int, bool], object] = {}
-
-
-def _take_statement(rings: int, redrive: bool):
-    """One statement: pick a free slot in every ring, stamp them all only if all were found."""
-    cached = _take_statements.get((rings, redrive))
-    if cached is not None:
-        return cached
-    picks = [
-        f"""r{i} AS (
-            SELECT key, slot FROM rate_limit_slots
-            WHERE key = :k{i} AND slot < :n{i} AND used_at <= {_NOW} - :w{i}
-            ORDER BY used_at LIMIT 1 FOR UPDATE SKIP LOCKED)"""
-        for i in range(rings)
-    ]
-    chosen = " UNION ALL ".join(f"SELECT key, slot FROM r{i}" for i in range(rings))
-    gate = [
-        f"(SELECT count(*) FROM chosen) = {rings}",
-        f"""NOT EXISTS (SELECT 1 FROM rate_limits p
-                        WHERE p.key = :k0 AND p.paused_until > {_NOW})""",
-    ]
-    if redrive:
-        gate += [
-            # Leave the reserve free for live work.
-            f"""EXISTS (SELECT 1 FROM rate_limit_slots f
-                        WHERE f.key = :k0 AND f.slot < :n0 AND f.used_at <= {_NOW} - :w0
-                        OFFSET :reserve LIMIT 1)""",
-            # Paced: everyone together below the average rate over the last second or so.
-            f"""(SELECT count(*) FROM rate_limit_slots r
-                 WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
-                < :pace_size""",
-            # In a window where live work waited, stay within the share.
-            f"""(NOT EXISTS (SELECT 1 FROM rate_limits l
-                             WHERE l.key = :k0 AND l.live_waited_at > {_NOW} - :w0)
-                 OR (SELECT count(*) FROM rate_limit_slots q
-                     WHERE q.key = :k0 AND q.slot < :n0 AND q.redriven
-                       AND q.used_at > {_NOW} - :w0) < :quota)""",
-        ]
-    statement = text(f"""
-        WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t),
-        {", ".join(picks)},
-        chosen AS ({chosen}),
-        gate AS (SELECT ({" AND ".join(gate)}) AS ok)
-        UPDATE rate_limit_slots s SET used_at = {_NOW}, redriven = :redriven
-        FROM chosen, gate
-        WHERE gate.ok AND s.key = chosen.key AND s.slot = chosen.slot
-        RETURNING s.key
-    """)
-    _take_statements[(rings, redrive)] = statement
-    return statement
-
-
-def _pg_take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) -> bool:
-    redrive = tier_name == REDRIVE
-    params: dict[str, object] = {"redriven": redrive}
-    for i, ring in enumerate(rings):
-        params.update({f"k{i}": ring.key, f"n{i}": ring.size, f"w{i}": ring.window})
-    if redrive:
-        params.update(
-            {
-                "reserve": budget.reserve,
-                "quota": budget.redrive_quota,
-                "pace_window": budget.pace_window,
-                "pace_size": budget.pace_size,
-            }
-        )
-    return bool(conn.execute(_take_statement(len(rings), redrive), params).first())
-
-
-def _pg_wait(
-    conn: Connection, rings: list[Ring], tier_name: str, budget: Budget
-) -> tuple[float, bool] | None:
-    """(seconds until the refused request may be granted, paused after a 429); None when a
-    ring has no rows."""
-    paused = conn.execute(_PG_PAUSED_FOR, {"key": rings[0].key}).scalar()
-    if paused is not None and paused > 0:
-        return float(paused), True
-    waits = []
-    for i, ring in enumerate(rings):
-        skip = budget.reserve if tier_name == REDRIVE and i == 0 else 0
-        params = {"key": ring.key, "size": ring.size, "window": ring.window, "skip": skip}
-        wait = conn.execute(_PG_RING_WAIT, params).scalar()
-        if wait is None:
-            return None
-        waits.append(float(wait))
-    wait = max(waits)
-    if tier_name == LIVE:
-        conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
-    elif wait <= 0:
-        main = rings[0]
-        params = {
-            "key": main.key,
-            "size": main.size,
-            "window": main.window,
-            "pace_window": budget.pace_window,
-        }
-        live_waited, redriven, oldest, paced = conn.execute(_PG_REDRIVE_STATE, params).one()
-        wait = _redrive_wait(budget, main, live_waited, redriven, oldest, paced)
-    # A slot was free but another process took it first: try again very soon.
-    return max(wait, 0.005), False
-
-
-def _redrive_wait(
-    budget: Budget,
-    main: Ring,
-    live_waited: bool,
-    redriven: int,
-    oldest_redriven_age: float | None,
-    paced: int,
-) -> float:
-    """Why re-driven work was refused although a slot was free, as seconds to wait."""
-    if live_waited and redriven >= budget.redrive_quota:
-        # Until its oldest slot of the window leaves it (age is negative: seconds ago).
-        return float(oldest_redriven_age or 0.0) + main.window
-    if paced >= budget.pace_size:
-        return budget.pace_window / budget.pace_size
-    return 0.0
-
-
-# --- One process (the SQLite demo): the same rule, in memory ---------------------------------
-
-
-class _LocalKey:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rings: dict[str, list[tuple[float, bool]]] = {}
-        self._paused_until = 0.0
-        self._live_waited_at = -math.inf
-
-    def _ring(self, ring: Ring) -> list[tuple[float, bool]]:
-        slots = self._rings.setdefault(ring.key, [])
-        if len(slots) < ring.size:
-            slots.extend([(-math.inf, False)] * (ring.size - len(slots)))
-        return slots
-
-    def take(self, rings: list[Ring], tier_name: str, budget: Budget) -> tuple[float, bool]:
-        now = time.time()
-        with self._lock:
-            if self._paused_until > now:
-                return self._paused_until - now, True
-            waits: list[float] = []
-            picks: list[int] = []
-            for i, ring in enumerate(rings):
-                used = [at for at, _ in self._ring(ring)[: ring.size]]
-                order = sorted(range(ring.size), key=used.__getitem__)
-                skip = budget.reserve if tier_name == REDRIVE and i == 0 else 0
-                nth = order[min(skip, ring.size - 1)]
-                waits.append(used[nth] + ring.window - now)
-                picks.append(order[0])
-            wait = max(waits)
-            main = rings[0]
-            if tier_name == REDRIVE and wait <= 0:
-                recent = [
-                    (at, redriven)
-                    for at, redriven in self._ring(main)[: main.size]
-                    if at > now - main.window
-                ]
-                redriven_at = [at for at, redriven in recent if redriven]
-                wait = _redrive_wait(
-                    budget,
-                    main,
-                    self._live_waited_at > now - main.window,
-                    len(redriven_at),
-                    (min(redriven_at) - now) if redriven_at else None,
-                    sum(1 for at, _ in recent if at > now - budget.pace_window),
-                )
-            if wait > 0:
-                if tier_name == LIVE:
-                    self._live_waited_at = now
-                return max(wait, 0.005), False
-            for ring, slot in zip(rings, picks, strict=True):
-                self._rings[ring.key][slot] = (now, tier_name == REDRIVE)
-            return 0.0, False
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, time.time() + seconds)
-
-    def paused_for(self) -> float:
-        with self._lock:
-            return max(self._paused_until - time.time(), 0.0)
-
-
-_local_keys: dict[str, _LocalKey] = {}
-_local_guard = threading.Lock()
-
-
-def _local(key: str) -> _LocalKey:
-    with _local_guard:
-        return _local_keys.setdefault(key, _LocalKey())

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.session import engine_for, unit_of_work
+from worker.audit.output import UTC_DATETIME, render
 from worker.budget import limiter
-from worker.cli.output import UTC_DATETIME, render
 from worker.ops import backfill as backfill_logic
 from worker.reconcile import resources
 from worker.settings import load_settings

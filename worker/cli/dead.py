@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from models.dead_tasks import mark_replayed, recorded_dead_task
 from models.operator_log import DEAD_PURGE, DEAD_REPLAY, DEAD_REPLAY_REFUSED
 from models.session import engine_for, unit_of_work
-from worker.cli.output import FORMATS, render, utc_text
+from worker.audit.output import FORMATS, render, utc_text
 from worker.intake.contract import EVENT_TYPES
 from worker.ops import deadletters, replay_rules
 from worker.ops.dead_message import DeadMessage

@@ -40,8 +40,9 @@ from worker.queues import (
     declare_topology,
     events_queue,
     task_queue,
+    task_queue_names,
 )
-from worker.settings import Settings
+from worker.settings import Settings, settings_of
 
 log = structlog.get_logger(__name__)
 
@@ -204,8 +205,6 @@ class IntakeConsumer(bootsteps.ConsumerStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        from worker.app import settings_of, task_queue_names
-
         self._app = parent.app
         self._settings = settings_of(parent.app)
         self._task_queue_names = task_queue_names

@@ -26,8 +26,9 @@ from worker.loyalty.errors import (
     Unauthorized,
     is_transient_code,
 )
-from worker.loyalty.http import LoyaltyHttp, session_factory
+from worker.loyalty.http import LoyaltyHttp
 from worker.loyalty.points import PointsClient
+from worker.loyalty.transport import session_factory
 from worker.loyalty.types import (
     CouponItemResult,
     CouponUpdate,
@@ -107,20 +108,22 @@ class LoyaltyClient:
         owns_session = session is None
         shared = session if session is not None else session_factory()
         timeout = (CONNECT_TIMEOUT_SECONDS, settings.http_timeout_seconds)
-        base_url = settings.loyalty_api_url
-        auth: Auth
-        if settings.uses_oauth:
-            # The token call goes through the same session, throttle and call log, unauthenticated.
-            token_http = LoyaltyHttp(
-                base_url=base_url,
-                auth=None,
+
+        def http_with(auth: Auth | None) -> LoyaltyHttp:
+            return LoyaltyHttp(
+                base_url=settings.loyalty_api_url,
+                auth=auth,
                 session=shared,
                 timeout=timeout,
                 throttle=throttle,
                 on_rate_limited=on_rate_limited,
             )
+
+        auth: Auth
+        if settings.uses_oauth:
+            # The token call goes through the same session, throttle and call log, unauthenticated.
             auth = OAuthTokens(
-                token_http,
+                http_with(None),
                 key=settings.loyalty_client_key,
                 secret=settings.loyalty_client_secret.get_secret_value(),
             )
@@ -128,14 +131,7 @@ class LoyaltyClient:
             auth = BasicAuth(
                 settings.loyalty_api_username, settings.loyalty_api_password.get_secret_value()
             )
-        http = LoyaltyHttp(
-            base_url=base_url,
-            auth=auth,
-            session=shared,
-            timeout=timeout,
-            throttle=throttle,
-            on_rate_limited=on_rate_limited,
-        )
+        http = http_with(auth)
         return cls(http, owns_session=owns_session)
 
     def close(self) -> None:

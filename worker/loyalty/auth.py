@@ -2,7 +2,7 @@
 
 Neither object ever shows its secret: no ``repr`` of a credential, no token in a log line. The
 token request itself is an ordinary call through ``LoyaltyHttp`` (so it is throttled, logged once
-and redacted like every other call).
+and redacted like every other call), which this module knows only as a ``Caller``.
 """
 
 from __future__ import annotations
@@ -13,18 +13,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from worker.loyalty.envelopes import as_decimal, expect_dict, raise_for_v2_errors
 from worker.loyalty.errors import ProtocolError, Rejected, Unauthorized
+from worker.loyalty.exchange import Exchange
 
-if TYPE_CHECKING:
-    from worker.loyalty.http import LoyaltyHttp
-    from worker.loyalty.types import Exchange
+T = TypeVar("T")
 
 # Names, not secrets (the linter's hard-coded-password rule matches the word "token").
 TOKEN_PATH = "/v3/oauth/token/generate"  # noqa: S105
 TOKEN_HEADER = "X-CAP-API-OAUTH-TOKEN"  # noqa: S105
+
+
+class Caller(Protocol):
+    """What the token request is sent through (``LoyaltyHttp``, without credentials)."""
+
+    def call(
+        self, method: str, path: str, *, decide: Callable[[Exchange, Any], T], json: Any = None
+    ) -> T: ...
 
 
 class Auth(Protocol):
@@ -111,7 +118,7 @@ class OAuthTokens:
 
     def __init__(
         self,
-        http: LoyaltyHttp,
+        http: Caller,
         *,
         key: str,
         secret: str,

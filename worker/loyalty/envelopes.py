@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from worker.loyalty.errors import ProtocolError, Rejected, Transient, is_transient_code
 
 if TYPE_CHECKING:
-    from worker.loyalty.types import Exchange
+    from worker.loyalty.exchange import Exchange
 
 
 def as_int(value: Any) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from worker.loyalty.types import Exchange
+    from worker.loyalty.exchange import Exchange
 
 #: DESIGN.md's transient platform codes, in one place: 461 busy, 521 another request for the same
 #: customer is running, and the v1.1 "try again later" item codes.

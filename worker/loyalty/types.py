@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from worker.loyalty.envelopes import as_int, expect_dict
 from worker.loyalty.errors import ProtocolError
+from worker.loyalty.exchange import Exchange
 
 IdentifierType = Literal["mobile", "email", "externalId", "cardnumber"]
 IDENTIFIER_TYPES: tuple[IdentifierType, ...] = ("mobile", "email", "externalId", "cardnumber")
@@ -27,19 +28,6 @@ VENDOR_UPDATED = 5016
 class Customer:
     identifier_type: IdentifierType
     identifier_value: str
-
-
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """One HTTP call as the audit trail records it; excerpts are redacted, at most 2,000 chars."""
-
-    method: str
-    path: str
-    http_status: int | None
-    request_id: str | None
-    elapsed_ms: float
-    request_excerpt: str
-    response_excerpt: str
 
 
 @dataclass(frozen=True, slots=True)

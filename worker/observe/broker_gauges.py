@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from worker.observe.gauges import how_the_read_went
 from worker.queues import DEAD_QUEUE, REDRIVE_QUEUE, TASK_QUEUE
 from worker.settings import Settings
 
@@ -100,13 +101,4 @@ class BrokerGauges:
                 consumers.add_metric([role], consuming)
             yield messages
             yield consumers
-        up = GaugeMetricFamily(
-            "recon_broker_gauges_up", "1 when the broker gauges were read on this scrape, else 0."
-        )
-        up.add_metric([], 1 if queues is not None else 0)
-        yield up
-        took = GaugeMetricFamily(
-            "recon_broker_gauges_seconds", "Time this scrape spent reading the broker gauges."
-        )
-        took.add_metric([], time.perf_counter() - started)
-        yield took
+        yield from how_the_read_went("broker", "broker", read=queues is not None, started=started)

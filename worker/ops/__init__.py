@@ -1,1 +1,2 @@
-"""Operations: the sweeper, the nightly backfill, dead letters, migrations and the operator log."""
+"""Operations: the sweeper, the nightly backfill and their scheduled tasks, dead letters,
+migrations and the operator log."""

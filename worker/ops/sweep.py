@@ -7,6 +7,7 @@ the order's lock), and on PostgreSQL only one sweeper at a time does the scan.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy import Engine, and_, or_, select
@@ -14,7 +15,6 @@ from sqlalchemy import Engine, and_, or_, select
 from models.redemptions import IN_FLIGHT, PENDING, RETRYING, PointsRedeemRequest, Redemption
 from models.session import unit_of_work
 from models.transactions import Transaction
-from worker.intake.store import Stored
 from worker.observe import metrics
 from worker.reconcile.locks import lock_scope
 from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
@@ -24,9 +24,17 @@ log = structlog.get_logger(__name__)
 MAX_PER_SWEEP = 5000
 
 
+@dataclass
+class StuckWork:
+    """What the sweeper found: work to enqueue again."""
+
+    orders: set[str] = field(default_factory=set)
+    redeem_requests: set[int] = field(default_factory=set)
+
+
 def find_stuck_work(
     engine: Engine, settings: Settings, *, now: dt.datetime | None = None
-) -> Stored:
+) -> StuckWork:
     """Orders and redeem requests pending (or retrying past their longest back-off) too long."""
     now = now or dt.datetime.now(dt.UTC)
     pending_before = now - dt.timedelta(seconds=settings.sweep_after_seconds)
@@ -34,7 +42,7 @@ def find_stuck_work(
     retrying_before = now - dt.timedelta(
         seconds=max(settings.sweep_after_seconds, MAX_BACKOFF_SECONDS + 120)
     )
-    found = Stored(status="sweep", event_id=None)
+    found = StuckWork()
     with lock_scope(engine) as locks:
         if not locks.try_sweep():
             return found

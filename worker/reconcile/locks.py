@@ -8,17 +8,16 @@ in one process, where a thread lock is the same guarantee.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import structlog
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.orm import Session
 
 log = structlog.get_logger(__name__)
 
-# Separate key spaces for the two-integer form of pg advisory locks.
+# Separate key spaces for the two-integer form of pg advisory locks (models/matching.py has 6).
 _ORDER, _CUSTOMER, _REDEEM, _SWEEP = 1, 2, 3, 4
 
 
@@ -142,25 +141,3 @@ def lock_scope(engine: Engine, *, customer_wait_seconds: float = 30.0) -> Iterat
                 # any, is the one worth raising; a lost unlock is not a failed task.
                 log.warning("locks.release_on_broken_connection", error=type(exc).__name__)
                 conn.invalidate()
-
-
-_MATCH = 6
-
-
-def lock_match_keys(session: Session, keys: Iterable[str]) -> None:
-    """Serialise the transactions that could match the same redemption and bill.
-
-    A redemption and its bill stored at the same moment by two intake consumers would each miss
-    the other's uncommitted row and stay unlinked forever. Each transaction first takes
-    transaction-scoped advisory locks on the keys it matches by (the order, and each explicitly
-    listed redemption), in sorted order so two transactions never wait on each other in a
-    circle; the second then reads what the first committed. SQLite (the one-process demo) has
-    a single intake consumer and serialises writers anyway.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for key in sorted(set(keys)):
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
-            {"space": _MATCH, "key": key},
-        )

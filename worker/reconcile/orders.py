@@ -6,9 +6,7 @@ sent is on record before the next call, and a crash re-sends at most one idempot
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from itertools import groupby
 
 import structlog
@@ -16,13 +14,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from models.redemptions import COUPON, FAILED, PENDING, RETRYING, SUCCEEDED, Redemption
-from models.session import unit_of_work
 from models.transactions import Transaction
 from worker.budget.limiter import Throttled, customer_busy
 from worker.loyalty import (
     CouponUpdate,
     Customer,
-    Exchange,
     LocalRejection,
     LoyaltyClient,
     LoyaltyError,
@@ -30,13 +26,16 @@ from worker.loyalty import (
     is_transient_code,
 )
 from worker.loyalty.validation import check_coupon_update
-from worker.reconcile.locks import CustomerBusy, LockScope, lock_scope
+from worker.reconcile.claim import claimed
+from worker.reconcile.locks import LockScope
 from worker.reconcile.outcomes import (
+    OrderReport,
     Policy,
     Verdict,
     add_outcome,
     amount,
     error_verdict,
+    record_item,
     succeeded,
     throttled_verdict,
     transient_verdict,
@@ -48,50 +47,26 @@ log = structlog.get_logger(__name__)
 WORKABLE = (PENDING, RETRYING)
 
 
-@dataclass
-class OrderReport:
-    order_ref: str
-    busy: bool = False
-    calls: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    retry_in: float | None = None
-
-    def later(self, delay: float) -> None:
-        self.retry_in = delay if self.retry_in is None else min(self.retry_in, delay)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "order_ref": self.order_ref,
-            "busy": self.busy,
-            "calls": self.calls,
-            "statuses": dict(self.statuses),
-            "retry_in": self.retry_in,
-        }
-
-
 def reconcile_order(
     engine: Engine, client: LoyaltyClient, *, order_ref: str, policy: Policy
 ) -> OrderReport:
     """Send the bill of ``order_ref`` to every open redemption that belongs to it."""
     report = OrderReport(order_ref)
-    with lock_scope(engine) as locks:
-        if not locks.try_order(order_ref):
+    with claimed(engine, lambda locks: locks.try_order(order_ref)) as claim:
+        if claim is None:
             report.busy = True
             return report
-        with unit_of_work(engine) as session:
-            transaction = session.scalars(
-                select(Transaction).where(Transaction.order_ref == order_ref)
-            ).first()
-            if transaction is None:
-                return report  # redemptions wait for their bill
-            items = open_items(session, transaction_id=transaction.id)
-            try:
-                _send_all(session, client, locks, transaction, items, policy, report)
-            except (Throttled, CustomerBusy) as exc:
-                # Not an attempt: nothing was sent. Come back when the budget allows.
-                session.rollback()
-                report.later(exc.retry_after if isinstance(exc, Throttled) else 5.0)
-                log.info("reconcile.deferred", order_ref=order_ref, reason=str(exc))
+        transaction = claim.session.scalars(
+            select(Transaction).where(Transaction.order_ref == order_ref)
+        ).first()
+        if transaction is None:
+            return report  # redemptions wait for their bill
+        items = open_items(claim.session, transaction_id=transaction.id)
+        _send_all(claim.session, client, claim.locks, transaction, items, policy, report)
+    if claim.deferred_for is not None:
+        # Not an attempt: nothing was sent. Come back when the budget allows.
+        report.later(claim.deferred_for)
+        log.info("reconcile.deferred", order_ref=order_ref, reason=claim.deferred_because)
     return report
 
 
@@ -162,7 +137,7 @@ def send_coupon_batch(
             check_coupon_update(update)
         except LocalRejection as error:
             verdict = Verdict(FAILED, error.code, error.message)
-            _record(session, item, transaction, verdict, None, report)
+            record_item(session, item, transaction, verdict, None, report)
             continue
         sendable.append(item)
         updates.append(update)
@@ -180,7 +155,7 @@ def send_coupon_batch(
         _note_busy(error.code)
         for item in batch:
             verdict = error_verdict(error, attempt=item.attempts, policy=policy)
-            _record(session, item, transaction, verdict, error.exchange, report)
+            record_item(session, item, transaction, verdict, error.exchange, report)
         return
     for item in batch:
         answer = result.item(_coupon_id(item.redemption_id))
@@ -200,7 +175,7 @@ def send_coupon_batch(
             )
         else:
             verdict = Verdict(FAILED, answer.code, answer.message or "refused by the platform")
-        _record(session, item, transaction, verdict, result.exchange, report)
+        record_item(session, item, transaction, verdict, result.exchange, report)
     if result.partial:
         # The batch's own word: the platform says status true, code 762 (partly updated).
         failed = len(result.failed_items)
@@ -251,7 +226,7 @@ def send_points_update(
             custom_fields=transaction.custom_fields or None,
         )
     except LocalRejection as error:
-        _record(
+        record_item(
             session, item, transaction, Verdict(FAILED, error.code, error.message), None, report
         )
         return
@@ -263,11 +238,11 @@ def send_points_update(
         report.calls += 1
         _note_busy(error.code)
         verdict = error_verdict(error, attempt=item.attempts, policy=policy)
-        _record(session, item, transaction, verdict, error.exchange, report)
+        record_item(session, item, transaction, verdict, error.exchange, report)
         return
     report.calls += 1
     verdict = succeeded(None, "Points redemption updated")
-    _record(session, item, transaction, verdict, result.exchange, report)
+    record_item(session, item, transaction, verdict, result.exchange, report)
 
 
 def _throttled(
@@ -281,7 +256,7 @@ def _throttled(
     for the pause every process now observes (the task comes back with a countdown)."""
     verdict = throttled_verdict(error)
     for item in items:
-        _record(session, item, transaction, verdict, error.exchange, report)
+        record_item(session, item, transaction, verdict, error.exchange, report)
     session.commit()
     raise Throttled(verdict.retry_in or 0.0)
 
@@ -290,38 +265,3 @@ def _note_busy(code: int | None) -> None:
     # 521 delays only its customer: its items retry, the order's other customers go on.
     if code == 521:
         customer_busy()
-
-
-def _record(
-    session: Session,
-    item: Redemption,
-    transaction: Transaction,
-    verdict: Verdict,
-    exchange: Exchange | None,
-    report: OrderReport,
-) -> None:
-    item.state = verdict.status
-    add_outcome(
-        session,
-        kind=item.kind,
-        verdict=verdict,
-        attempt=item.attempts,
-        exchange=exchange,
-        redemption_id=item.platform_ref,
-        order_ref=transaction.order_ref,
-        customer=item.customer_value,
-        event_id=item.event_id,
-        transaction=transaction,
-    )
-    report.statuses[verdict.status] += 1
-    if verdict.retry_in is not None:
-        report.later(verdict.retry_in)
-    log.info(
-        "outcome",
-        kind=item.kind,
-        redemption_id=item.platform_ref,
-        order_ref=transaction.order_ref,
-        status=verdict.status,
-        code=verdict.code,
-        attempt=item.attempts,
-    )

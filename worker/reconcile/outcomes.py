@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+import structlog
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
 from models.outcomes import Outcome
-from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
+from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED, Redemption
 from models.transactions import Transaction
 from worker.budget.limiter import DEFAULT_PAUSE_SECONDS
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
 from worker.observe import metrics
+
+log = structlog.get_logger(__name__)
 
 #: Celery's retry message must come back before RabbitMQ's consumer_timeout (30 min): a wait
 #: longer than this is left to the sweeper and the backfill.
@@ -140,3 +144,62 @@ def add_outcome(
 
 def amount(value: Decimal | None) -> Decimal:
     return value if value is not None else Decimal(0)
+
+
+@dataclass
+class OrderReport:
+    """What one run over an order did: calls made, statuses reached, when to come back."""
+
+    order_ref: str
+    busy: bool = False
+    calls: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    retry_in: float | None = None
+
+    def later(self, delay: float) -> None:
+        self.retry_in = delay if self.retry_in is None else min(self.retry_in, delay)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "order_ref": self.order_ref,
+            "busy": self.busy,
+            "calls": self.calls,
+            "statuses": dict(self.statuses),
+            "retry_in": self.retry_in,
+        }
+
+
+def record_item(
+    session: Session,
+    item: Redemption,
+    transaction: Transaction,
+    verdict: Verdict,
+    exchange: Exchange | None,
+    report: OrderReport,
+) -> None:
+    """An item's verdict: its new state, its audit row, its count in the report, one log line."""
+    item.state = verdict.status
+    add_outcome(
+        session,
+        kind=item.kind,
+        verdict=verdict,
+        attempt=item.attempts,
+        exchange=exchange,
+        redemption_id=item.platform_ref,
+        order_ref=transaction.order_ref,
+        customer=item.customer_value,
+        event_id=item.event_id,
+        transaction=transaction,
+    )
+    report.statuses[verdict.status] += 1
+    if verdict.retry_in is not None:
+        report.later(verdict.retry_in)
+    log.info(
+        "outcome",
+        kind=item.kind,
+        redemption_id=item.platform_ref,
+        order_ref=transaction.order_ref,
+        status=verdict.status,
+        code=verdict.code,
+        attempt=item.attempts,
+    )

@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from models.matching import attach_redemption, lock_match_keys
 from models.redemptions import (
     FAILED,
     GAVE_UP,
@@ -27,10 +28,8 @@ from models.redemptions import (
     PointsRedeemRequest,
     Redemption,
 )
-from models.session import unit_of_work
 from models.upsert import insert
-from worker.budget.limiter import Throttled, customer_busy
-from worker.intake.store import attach_redemption
+from worker.budget.limiter import customer_busy
 from worker.loyalty import (
     Exchange,
     LocalRejection,
@@ -40,7 +39,7 @@ from worker.loyalty import (
     Rejected,
     Transient,
 )
-from worker.reconcile.locks import CustomerBusy, lock_match_keys, lock_scope
+from worker.reconcile.claim import claimed
 from worker.reconcile.outcomes import (
     Policy,
     Verdict,
@@ -70,35 +69,38 @@ def redeem_points(
 ) -> RedeemReport:
     """Make one attempt at a points redeem request, if it is still open."""
     report = RedeemReport(request_id)
-    with lock_scope(engine) as locks:
-        if not locks.try_redeem(request_id):
+    with claimed(engine, lambda locks: locks.try_redeem(request_id)) as claim:
+        if claim is None:
             report.busy = True
             return report
-        with unit_of_work(engine) as session:
-            request = session.get(PointsRedeemRequest, request_id)
-            if request is None or request.state not in WORKABLE:
-                return report
-            report.order_ref = request.order_ref
-            if request.state == IN_FLIGHT:
-                # A previous attempt was under way when its process died.
-                request.ambiguous = True
-            request.attempts += 1
-            request.state = IN_FLIGHT
-            session.commit()
-            try:
-                with locks.customer(f"{request.customer_type}:{request.customer_value}"):
-                    verdict = _attempt(session, client, request, policy)
-            except (Throttled, CustomerBusy) as exc:
-                request.attempts -= 1
-                request.state = RETRYING
-                session.commit()
-                report.retry_in = exc.retry_after if isinstance(exc, Throttled) else 5.0
-                return report
-            request.state = verdict.status
-            session.commit()
-            report.status = verdict.status
-            report.retry_in = verdict.retry_in
+        session = claim.session
+        request = session.get(PointsRedeemRequest, request_id)
+        if request is None or request.state not in WORKABLE:
+            return report
+        report.order_ref = request.order_ref
+        if request.state == IN_FLIGHT:
+            # A previous attempt was under way when its process died.
+            request.ambiguous = True
+        request.attempts += 1
+        request.state = IN_FLIGHT
+        session.commit()
+        claim.undo = lambda: _not_attempted(session, request)
+        with claim.locks.customer(f"{request.customer_type}:{request.customer_value}"):
+            verdict = _attempt(session, client, request, policy)
+        request.state = verdict.status
+        session.commit()
+        report.status = verdict.status
+        report.retry_in = verdict.retry_in
+    if claim.deferred_for is not None:
+        report.retry_in = claim.deferred_for
     return report
+
+
+def _not_attempted(session: Session, request: PointsRedeemRequest) -> None:
+    # Deferred before the call: the attempt it was counted as did not happen.
+    request.attempts -= 1
+    request.state = RETRYING
+    session.commit()
 
 
 def _attempt(

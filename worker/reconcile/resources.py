@@ -1,6 +1,7 @@
 """Per-process resources: the engine, the rate limiter and the loyalty client.
 
-Built on first use in each process (after a prefork pool has forked), never at import.
+Built on first use in each process (after a prefork pool has forked), never at import; every task
+gets them from its base (``ReconTask.resources``), the CLI's backfill builds its own.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from threading import Lock
+from typing import Any
 
+from celery import signals
 from sqlalchemy import Engine
 
 from models.session import engine_for, forget_engines_after_fork
@@ -62,7 +65,10 @@ def for_settings(settings: Settings) -> Resources:
         return _cache[key]
 
 
-def reset_after_fork() -> None:
+@signals.worker_process_init.connect
+def reset_after_fork(**_: Any) -> None:
+    """In a pool process just forked: pooled database connections and HTTP sessions must not
+    cross a fork (the task modules import this module before the pool starts)."""
     with _lock:
         _cache.clear()
     forget_engines_after_fork()

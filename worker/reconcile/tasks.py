@@ -1,8 +1,13 @@
-"""Celery tasks: a few lines each; the work is in plain functions."""
+"""Celery tasks: a few lines each; the work is in plain functions.
+
+``recon_task`` is the one task contract: every task of the product (here and in
+``worker/ops/tasks.py``) is declared with it, and what they all promise comes from ``ReconTask``.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -10,14 +15,12 @@ from celery import Task
 from celery.exceptions import Reject
 
 from models.session import database_unavailable
-from worker.app import app, settings_of
+from worker.app import app
 from worker.budget import limiter
-from worker.intake.store import Stored
-from worker.observe import metrics
-from worker.ops import backfill, sweep
 from worker.queues import REDRIVE_QUEUE
 from worker.reconcile import deliveries, orders, redeem, resources
 from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
+from worker.settings import settings_of
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +30,15 @@ MAX_TASK_RETRIES = 200
 
 
 class ReconTask(Task):
-    """Base of every task: per-process resources and the one way to schedule a retry."""
+    """Base of every task: the delivery contract, per-process resources, and the one way to
+    schedule a retry."""
 
     abstract = True
+    # At least once: ack after the body ran, requeue if the pool process died under it. The
+    # bodies are idempotent (each takes its order's lock and works only on what is still open).
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = MAX_TASK_RETRIES
 
     @property
     def resources(self) -> resources.Resources:
@@ -37,7 +46,7 @@ class ReconTask(Task):
 
     def again_in(self, delay: float | None) -> None:
         if delay is not None:
-            raise self.retry(countdown=delay, max_retries=MAX_TASK_RETRIES)
+            raise self.retry(countdown=delay)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._within_delivery_limit()
@@ -50,9 +59,7 @@ class ReconTask(Task):
                 raise
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(self.request.retries, 9))
             log.warning("task.database_unavailable", error=type(exc).__name__, retry_in=delay)
-            raise self.retry(
-                exc=exc, countdown=random.uniform(delay / 2, delay), max_retries=MAX_TASK_RETRIES
-            ) from exc
+            raise self.retry(exc=exc, countdown=random.uniform(delay / 2, delay)) from exc
 
     def _within_delivery_limit(self) -> None:
         if not (self.request.delivery_info or {}).get("redelivered") or self.request.is_eager:
@@ -90,18 +97,20 @@ class ReconTask(Task):
             raise Reject(reason, requeue=False)
 
 
+def recon_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Task]:
+    """Declare a task: a stable dotted ``name`` (``recon.<what>``), bound to its ``ReconTask``;
+    ``options`` are where it departs from the contract, declared where a reader sees them."""
+    declare: Callable[[Callable[..., Any]], Task] = app.task(
+        bind=True, base=ReconTask, name=name, **options
+    )
+    return declare
+
+
 def _busy_delay() -> float:
     return random.uniform(1.0, 3.0)
 
 
-@app.task(
-    bind=True,
-    base=ReconTask,
-    name="recon.reconcile_order",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=MAX_TASK_RETRIES,
-)
+@recon_task("recon.reconcile_order")
 def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> dict[str, Any]:
     """Attach the order's bill to its open redemptions (idempotent)."""
     r = self.resources
@@ -111,14 +120,7 @@ def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> 
     return report.as_dict()
 
 
-@app.task(
-    bind=True,
-    base=ReconTask,
-    name="recon.redeem_points",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=MAX_TASK_RETRIES,
-)
+@recon_task("recon.redeem_points")
 def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
     r = self.resources
@@ -128,34 +130,6 @@ def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> d
         enqueue_order(report.order_ref, redriven=redriven)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return {"request_id": request_id, "status": report.status}
-
-
-@app.task(bind=True, base=ReconTask, name="recon.sweep", acks_late=False)
-def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
-    """Re-enqueue work pending for longer than RECON_SWEEP_AFTER_SECONDS."""
-    found = sweep.find_stuck_work(self.resources.engine, self.resources.settings)
-    enqueue(found, redriven=True)
-    return {"orders": len(found.orders), "redeem_requests": len(found.redeem_requests)}
-
-
-@app.task(bind=True, base=ReconTask, name="recon.backfill", acks_late=False)
-def nightly_backfill(self: ReconTask) -> dict[str, int]:
-    """Re-drive every open redemption that has its bill (the nightly run)."""
-    r = self.resources
-    try:
-        # Hands each order to the re-drive queue rather than holding this process for hours.
-        summary = backfill.run_backfill(
-            r.engine,
-            r.client,
-            policy=r.policy,
-            options=backfill.Options(),
-            hand_off=enqueue_redriven,
-        )
-    except Exception:
-        metrics.backfill_run(succeeded=False)  # the ReconBackfillFailing alert reads this
-        raise
-    metrics.backfill_run(succeeded=True)
-    return summary.as_dict()
 
 
 def _route(redriven: bool) -> dict[str, Any]:
@@ -171,9 +145,11 @@ def enqueue_redriven(order_ref: str, delay: float | None = None) -> None:
     enqueue_order(order_ref, delay, redriven=True)
 
 
-def enqueue(stored: Stored, *, redriven: bool = False) -> None:
+def enqueue(
+    *, orders: Iterable[str], redeem_requests: Iterable[int], redriven: bool = False
+) -> None:
     """Call only after the rows these point at are committed."""
-    for order_ref in sorted(stored.orders):
+    for order_ref in sorted(orders):
         reconcile_order.apply_async(args=[order_ref], **_route(redriven))
-    for request_id in sorted(stored.redeem_requests):
+    for request_id in sorted(redeem_requests):
         redeem_points.apply_async(args=[request_id], **_route(redriven))

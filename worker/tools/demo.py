@@ -22,7 +22,7 @@ from sandbox.config import SandboxConfig
 from sandbox.server import start_sandbox
 from worker.app import configure
 from worker.audit.outcomes import count_outcomes, outcomes_for_order
-from worker.cli.output import render
+from worker.audit.output import render
 from worker.observe.logging import configure_logging
 from worker.ops import migrate
 from worker.queues import REDRIVE_QUEUE, TASK_QUEUE

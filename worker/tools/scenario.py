@@ -120,11 +120,7 @@ def build_scenario(
     if invalid_coupon and scenario.orders:
         # A coupon the platform never issued, on a bill with a valid one: 761 + 510, batch 762.
         order_ref = scenario.orders[0]
-        bill = next(
-            e
-            for e in scenario.events
-            if e["type"] == "transaction.completed" and e["order_ref"] == order_ref
-        )
+        bill = _bill_of(scenario.events, order_ref)
         scenario.events.append(
             {
                 "event_id": f"{order_ref}-c-invalid",
@@ -139,11 +135,7 @@ def build_scenario(
         scenario.invalid_coupon_order = order_ref
     for number in range(redeem_requests):
         order_ref = scenario.orders[(number * 7 + 1) % len(scenario.orders)]
-        bill = next(
-            e
-            for e in scenario.events
-            if e["type"] == "transaction.completed" and e["order_ref"] == order_ref
-        )
+        bill = _bill_of(scenario.events, order_ref)
         scenario.events.append(
             {
                 "event_id": f"{order_ref}-redeem-{number}",
@@ -172,6 +164,12 @@ def build_scenario(
     return scenario
 
 
+def _bill_of(events: list[dict[str, Any]], order_ref: str) -> dict[str, Any]:
+    return next(
+        e for e in events if e["type"] == "transaction.completed" and e["order_ref"] == order_ref
+    )
+
+
 def _bill_after_its_coupons(events: list[dict[str, Any]], order_ref: str) -> None:
     """Shuffled, the bill could come first and each coupon go out in a call of its own; the demo
     shows one call for the customer's coupons: 761, 510 and the batch's 762."""
@@ -191,17 +189,11 @@ def _bill_after_its_coupons(events: list[dict[str, Any]], order_ref: str) -> Non
 def register_with_sandbox(scenario: Scenario, sandbox_url: str, chunk: int = 2000) -> None:
     """Tell the sandbox about the redemptions the tills made before the bills existed."""
     with requests.Session() as http:
-        for start in range(0, len(scenario.coupons), chunk):
-            answer = http.post(
-                f"{sandbox_url}/_admin/coupons",
-                timeout=30,
-                json={"redemptions": scenario.coupons[start : start + chunk]},
-            )
-            answer.raise_for_status()
-        for start in range(0, len(scenario.points), chunk):
-            answer = http.post(
-                f"{sandbox_url}/_admin/points",
-                timeout=30,
-                json={"redemptions": scenario.points[start : start + chunk]},
-            )
-            answer.raise_for_status()
+        for kind, redemptions in (("coupons", scenario.coupons), ("points", scenario.points)):
+            for start in range(0, len(redemptions), chunk):
+                answer = http.post(
+                    f"{sandbox_url}/_admin/{kind}",
+                    timeout=30,
+                    json={"redemptions": redemptions[start : start + chunk]},
+                )
+                answer.raise_for_status()

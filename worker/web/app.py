@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from worker.cli.output import utc_text
+from worker.audit.output import utc_text
 from worker.settings import Settings
 from worker.web import auth, queries, views
 from worker.web.params import BadParameter

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import request, url_for
 
-from worker.cli.output import UTC_DATETIME
+from worker.audit.output import UTC_DATETIME
 
 #: The widest window a list may ask for: a careless click must not scan a year of outcomes.
 MAX_WINDOW = dt.timedelta(days=31)

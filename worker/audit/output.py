@@ -1,4 +1,4 @@
-"""What the CLI shows people and scripts: rows as a table, JSON, JSON lines or CSV; UTC times.
+"""What people and scripts are shown: rows as a table, JSON, JSON lines or CSV; UTC times.
 
 ``render(rows, fields, fmt, title)`` is the one way a command prints rows: ``table`` is a rich
 table for people; ``json`` a JSON array, ``jsonl`` one JSON object per line and ``csv`` a header

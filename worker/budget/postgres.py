@@ -1,0 +1,162 @@
+"""The budget's rule as PostgreSQL statements: the ring of slots in ``rate_limit_slots``, the pause
+and the "live work waited" mark in ``rate_limits``, shared by every process on every host.
+
+Every statement reads the database's clock, so hosts with drifting clocks still agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from worker.budget.rule import LIVE, REDRIVE, Budget, Ring, redrive_wait
+
+_NOW = "(SELECT t FROM now)"
+_PG_ENSURE = text("""
+    INSERT INTO rate_limit_slots (key, slot, used_at, redriven)
+    SELECT :key, g, 0, false FROM generate_series(0, :size - 1) AS g
+    ON CONFLICT (key, slot) DO NOTHING
+""")
+_PG_PAUSE = text("""
+    INSERT INTO rate_limits AS r (key, paused_until)
+    VALUES (:key, extract(epoch FROM clock_timestamp()) + :pause)
+    ON CONFLICT (key) DO UPDATE
+        SET paused_until = greatest(coalesce(r.paused_until, 0), excluded.paused_until)
+""")
+_PG_PAUSED_FOR = text(
+    "SELECT paused_until - extract(epoch FROM clock_timestamp()) FROM rate_limits WHERE key = :key"
+)
+_PG_LIVE_WAITED = text("""
+    INSERT INTO rate_limits AS r (key, live_waited_at)
+    VALUES (:key, extract(epoch FROM clock_timestamp()))
+    ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
+""")
+_PG_RING_WAIT = text("""
+    SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
+    WHERE key = :key AND slot < :size ORDER BY used_at OFFSET :skip LIMIT 1
+""")
+_PG_REDRIVE_STATE = text("""
+    WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t)
+    SELECT
+        EXISTS (SELECT 1 FROM rate_limits l
+                WHERE l.key = :key AND l.live_waited_at > (SELECT t FROM now) - :window),
+        count(*) FILTER (WHERE redriven),
+        min(used_at) FILTER (WHERE redriven) - (SELECT t FROM now),
+        count(*) FILTER (WHERE used_at > (SELECT t FROM now) - :pace_window)
+    FROM rate_limit_slots
+    WHERE key = :key AND slot < :size AND used_at > (SELECT t FROM now) - :window
+""")
+_take_statements: dict[tuple[int, bool], object] = {}
+
+
+def _take_statement(rings: int, redrive: bool):
+    """One statement: pick a free slot in every ring, stamp them all only if all were found."""
+    cached = _take_statements.get((rings, redrive))
+    if cached is not None:
+        return cached
+    picks = [
+        f"""r{i} AS (
+            SELECT key, slot FROM rate_limit_slots
+            WHERE key = :k{i} AND slot < :n{i} AND used_at <= {_NOW} - :w{i}
+            ORDER BY used_at LIMIT 1 FOR UPDATE SKIP LOCKED)"""
+        for i in range(rings)
+    ]
+    chosen = " UNION ALL ".join(f"SELECT key, slot FROM r{i}" for i in range(rings))
+    gate = [
+        f"(SELECT count(*) FROM chosen) = {rings}",
+        f"""NOT EXISTS (SELECT 1 FROM rate_limits p
+                        WHERE p.key = :k0 AND p.paused_until > {_NOW})""",
+    ]
+    if redrive:
+        gate += [
+            # Leave the reserve free for live work.
+            f"""EXISTS (SELECT 1 FROM rate_limit_slots f
+                        WHERE f.key = :k0 AND f.slot < :n0 AND f.used_at <= {_NOW} - :w0
+                        OFFSET :reserve LIMIT 1)""",
+            # Paced: everyone together below the average rate over the last second or so.
+            f"""(SELECT count(*) FROM rate_limit_slots r
+                 WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
+                < :pace_size""",
+            # In a window where live work waited, stay within the share.
+            f"""(NOT EXISTS (SELECT 1 FROM rate_limits l
+                             WHERE l.key = :k0 AND l.live_waited_at > {_NOW} - :w0)
+                 OR (SELECT count(*) FROM rate_limit_slots q
+                     WHERE q.key = :k0 AND q.slot < :n0 AND q.redriven
+                       AND q.used_at > {_NOW} - :w0) < :quota)""",
+        ]
+    statement = text(f"""
+        WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t),
+        {", ".join(picks)},
+        chosen AS ({chosen}),
+        gate AS (SELECT ({" AND ".join(gate)}) AS ok)
+        UPDATE rate_limit_slots s SET used_at = {_NOW}, redriven = :redriven
+        FROM chosen, gate
+        WHERE gate.ok AND s.key = chosen.key AND s.slot = chosen.slot
+        RETURNING s.key
+    """)
+    _take_statements[(rings, redrive)] = statement
+    return statement
+
+
+def take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) -> bool:
+    redrive = tier_name == REDRIVE
+    params: dict[str, object] = {"redriven": redrive}
+    for i, ring in enumerate(rings):
+        params.update({f"k{i}": ring.key, f"n{i}": ring.size, f"w{i}": ring.window})
+    if redrive:
+        params.update(
+            {
+                "reserve": budget.reserve,
+                "quota": budget.redrive_quota,
+                "pace_window": budget.pace_window,
+                "pace_size": budget.pace_size,
+            }
+        )
+    return bool(conn.execute(_take_statement(len(rings), redrive), params).first())
+
+
+def wait(
+    conn: Connection, rings: list[Ring], tier_name: str, budget: Budget
+) -> tuple[float, bool] | None:
+    """(seconds until the refused request may be granted, paused after a 429); None when a
+    ring has no rows."""
+    paused = conn.execute(_PG_PAUSED_FOR, {"key": rings[0].key}).scalar()
+    if paused is not None and paused > 0:
+        return float(paused), True
+    waits = []
+    for i, ring in enumerate(rings):
+        skip = budget.reserve if tier_name == REDRIVE and i == 0 else 0
+        params = {"key": ring.key, "size": ring.size, "window": ring.window, "skip": skip}
+        wait = conn.execute(_PG_RING_WAIT, params).scalar()
+        if wait is None:
+            return None
+        waits.append(float(wait))
+    wait = max(waits)
+    if tier_name == LIVE:
+        conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
+    elif wait <= 0:
+        main = rings[0]
+        params = {
+            "key": main.key,
+            "size": main.size,
+            "window": main.window,
+            "pace_window": budget.pace_window,
+        }
+        live_waited, redriven, oldest, paced = conn.execute(_PG_REDRIVE_STATE, params).one()
+        wait = redrive_wait(budget, main, live_waited, redriven, oldest, paced)
+    # A slot was free but another process took it first: try again very soon.
+    return max(wait, 0.005), False
+
+
+def ensure(conn: Connection, ring: Ring) -> None:
+    """The ring's rows exist (idempotent)."""
+    conn.execute(_PG_ENSURE, {"key": ring.key, "size": ring.size})
+
+
+def pause(conn: Connection, key: str, seconds: float) -> None:
+    """No process takes a slot on ``key`` for ``seconds`` (a longer pause already set stays)."""
+    conn.execute(_PG_PAUSE, {"key": key, "pause": seconds})
+
+
+def paused_for(conn: Connection, key: str) -> float:
+    left = conn.execute(_PG_PAUSED_FOR, {"key": key}).scalar()
+    return max(float(left or 0.0), 0.0)
