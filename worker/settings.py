@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
+#: A key this long cannot be guessed; a shorter one would make the keyed digest guessable again.
+MIN_DIGEST_KEY_CHARS = 32
 
 
 class SettingsError(ValueError):
@@ -59,6 +61,7 @@ class _EnvModel(BaseModel):
     unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
     web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
     task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+    vendor_digest_key: SecretStr = Field(SecretStr(""), alias="RECON_VENDOR_DIGEST_KEY")
 
     @field_validator("database_url")
     @classmethod
@@ -101,6 +104,16 @@ class _EnvModel(BaseModel):
             raise ValueError("not a broker URL (example: amqp://user:password@host:5672//)")
         return value
 
+    @field_validator("vendor_digest_key")
+    @classmethod
+    def _digest_key_is_long(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < MIN_DIGEST_KEY_CHARS:
+            raise ValueError(
+                f"shorter than {MIN_DIGEST_KEY_CHARS} characters: use a long random value "
+                "(openssl rand -hex 32)"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: Any) -> Any:
@@ -139,6 +152,8 @@ ENV_VARS: dict[str, str] = {
     "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
     "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
     "RECON_TASK_EVENTS": "send Celery task events (Flower, `celery events`); false turns them off",
+    "RECON_VENDOR_DIGEST_KEY": "secret key of the stored digests of vendor configurations "
+    "(needed by `recon vendor push` when they hold apiHeaders values)",
 }
 
 _ALIAS_TO_FIELD = {f.alias: name for name, f in _EnvModel.model_fields.items()}
@@ -175,6 +190,7 @@ class Settings:
     metrics_dir: str
     unmatched_after_seconds: int
     web_token: SecretStr
+    vendor_digest_key: SecretStr
     task_events: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -207,7 +223,12 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in _EnvModel.model_fields}
         values.update(changes)
-        for name in ("loyalty_api_password", "loyalty_client_secret", "web_token"):
+        for name in (
+            "loyalty_api_password",
+            "loyalty_client_secret",
+            "web_token",
+            "vendor_digest_key",
+        ):
             if isinstance(values[name], str):
                 values[name] = SecretStr(values[name])
         return Settings(**values)
