@@ -1,11 +1,16 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
 # Every install is from a lock file with hashes (requirements.lock for the product,
-# requirements-dev.lock for the tools), so two installs a month apart get the same versions.
+# requirements-dev.lock for the tools, requirements-build.lock for what builds the wheel), so two
+# installs a month apart get the same versions. `make demo` installs the product only; `make test`
+# (and `make install`) add the tools on top.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PRODUCT_STAMP := $(VENV)/.product-stamp
 STAMP  := $(VENV)/.installed-stamp
-PROMTOOL := $(VENV)/bin/promtool
+PROMETHEUS := $(VENV)/bin/prometheus
+# Everything `make demo` leaves behind (its database, its log, the README examples' output).
+DEMO_DIR := recon-demo
 # The shipped product: the wheel built from this checkout, installed with nothing else into a
 # virtualenv of its own. `make test` runs the end-to-end tests against it, not the checkout.
 DIST        := dist
@@ -14,17 +19,25 @@ SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 
 .PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped
 
-$(STAMP): pyproject.toml setup.py requirements-dev.lock
+# The product: its lock, and the checkout installed in place (built with the locked setuptools,
+# without build isolation, which would fetch it again unpinned).
+$(PRODUCT_STAMP): pyproject.toml setup.py requirements.lock requirements-build.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements-build.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(PRODUCT_STAMP)
+
+# The tools on top (pytest, ruff, mypy, Playwright, ...): the same versions where they overlap.
+$(STAMP): $(PRODUCT_STAMP) requirements-dev.lock
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
-	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# The demo keeps its database (recon.sqlite3): `recon audit ...` and `recon web` read it after.
-demo: $(STAMP)
+# The demo needs the product only. It keeps its files in recon-demo/ (its database is the default
+# RECON_DATABASE_URL, so `recon audit ...` and `recon web` read it after, from this folder).
+demo: $(PRODUCT_STAMP)
 	$(BIN)/recon demo
 
 # After a change to the dependencies in pyproject.toml: regenerate both locks (same versions
@@ -34,11 +47,15 @@ lock: $(STAMP)
 		--quiet -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
 		--python-version 3.11 --quiet -o requirements-dev.lock
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+		| $(BIN)/uv pip compile - --generate-hashes --universal --python-version 3.11 --quiet \
+		--custom-compile-command "make lock" -o requirements-build.lock
 
 # build/ is setuptools' scratch folder: a stale copy there would put deleted files in the wheel.
+# Built as the Dockerfile builds it: the locked setuptools, no build isolation.
 wheel: $(STAMP)
 	rm -rf build $(DIST)
-	$(BIN)/python -m build --wheel --outdir $(DIST) . > /dev/null
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(DIST) .
 
 shipped: wheel
 	rm -rf $(SHIPPED)
@@ -50,7 +67,7 @@ shipped: wheel
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
 # RECON_TEST_VENV points the end-to-end tests (worker, beat, migrate, demo subprocesses) at the
 # installed wheel; RECON_TEST_WHEEL lets the packaging test check that wheel's contents.
-test: $(STAMP) services $(PROMTOOL) browser shipped
+test: $(STAMP) services $(PROMETHEUS) browser shipped
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -69,9 +86,10 @@ format: $(STAMP)
 services:
 	bash scripts/ensure-services
 
-# promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/test_alert_rules.py).
-$(PROMTOOL): | $(STAMP)
-	bash scripts/install-promtool $(PROMTOOL)
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/deploy/test_alert_rules.py);
+# the prometheus server proves the dashboard's queries (tests/deploy/test_dashboard.py).
+$(PROMETHEUS): | $(STAMP)
+	bash scripts/install-prometheus $(BIN)
 
 # The browser test drives Debian's Chromium through Playwright (a browser download is not
 # possible); installed here when it is missing, which needs root.
@@ -88,4 +106,4 @@ chaos: $(STAMP) services
 	$(BIN)/python -m bench.chaos
 
 clean:
-	rm -rf $(VENV) $(SHIPPED) $(DIST) build .pytest_cache .ruff_cache .mypy_cache recon.sqlite3*
+	rm -rf $(VENV) $(SHIPPED) $(DIST) build .pytest_cache .ruff_cache .mypy_cache $(DEMO_DIR)

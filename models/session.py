@@ -41,6 +41,13 @@ def _check_sqlite_file(url: str) -> None:
         )
 
 
+def _make_sqlite_folder(url: str) -> None:
+    # The embedded default lives in a folder of its own (recon-demo/); migrating creates it.
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def build_engine(url: str, *, create: bool = False, **options: Any) -> Engine:
     """An engine for ``url``. A SQLite file must exist unless ``create`` (the migrations):
     opening a missing one would leave an empty file behind a failed command."""
@@ -48,6 +55,8 @@ def build_engine(url: str, *, create: bool = False, **options: Any) -> Engine:
     if url.startswith("sqlite"):
         if not create:
             _check_sqlite_file(url)
+        else:
+            _make_sqlite_folder(url)
         # The embedded demo shares one file between threads; WAL lets readers run beside
         # the writer, and a generous busy timeout turns lock contention into waiting.
         engine = create_engine(

@@ -83,6 +83,7 @@ def _through(app: SandboxApp, endpoint: Endpoint, request: Request) -> Reply:
 
 def answer(app: SandboxApp, request: Request, request_id: str, raw_body: bytes) -> Reply:
     """Answer one platform request and record it in the stats and the request ring."""
+    generation = app.stats.generation
     # A body that is not JSON is kept as (the start of) its text, so a test can see what came.
     logged_body = request.body
     if logged_body is NOT_JSON:
@@ -106,5 +107,5 @@ def answer(app: SandboxApp, request: Request, request_id: str, raw_body: bytes) 
     entry["api_key"] = request.api_key
     entry["status"] = reply.hang_up or reply.status
     entry["request_id"] = request_id
-    app.stats.record(entry, name)
+    app.stats.record(entry, name, generation)
     return reply

@@ -106,6 +106,7 @@ def serve_forever(config: SandboxConfig, *, host: str, port: int) -> None:
     """Serve in this thread until SIGINT or SIGTERM (for the CLI)."""
     server = _Server((host, port), SandboxApp(config))
     print(f"sandbox listening on http://{host}:{server.server_address[1]}", flush=True)
+    print(describe_logins(config), flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -115,6 +116,18 @@ def serve_forever(config: SandboxConfig, *, host: str, port: int) -> None:
     finally:
         server.server_close()
         server.close_connections()
+
+
+def describe_logins(config: SandboxConfig) -> str:
+    """Who may call the sandbox. The built-in till user's password is shown (it is public, in
+    the README); passwords given with --user are not."""
+    defaults = SandboxConfig()
+    users = []
+    for name, password in sorted(config.users.items()):
+        shown = defaults.users.get(name) == password
+        users.append(f"{name} (password {password})" if shown else name)
+    clients = ", ".join(sorted(config.oauth_clients)) or "none"
+    return f"till users (Basic auth): {', '.join(users) or 'none'}; OAuth client keys: {clients}"
 
 
 def _pair(text: str) -> tuple[str, str]:

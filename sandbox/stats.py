@@ -36,10 +36,14 @@ def redact(headers: dict[str, str]) -> dict[str, str]:
 class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.generation = 0
         self.clear()
 
     def clear(self) -> None:
         with self._lock:
+            # A request still in flight when the stats are cleared (a slow one of the test
+            # before) belongs to the old generation and is not counted in the new one.
+            self.generation += 1
             self._total = 0
             self._by_endpoint: Counter[str] = Counter()
             self._by_status: Counter[str] = Counter()
@@ -51,11 +55,14 @@ class Stats:
             self._points_taken: dict[str, Decimal] = {}
             self._ring: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
 
-    def record(self, entry: dict[str, Any], endpoint: str) -> None:
-        """One finished platform request; `entry` goes into the ring as it is."""
+    def record(self, entry: dict[str, Any], endpoint: str, generation: int) -> None:
+        """One finished platform request that arrived in ``generation``; `entry` goes into the
+        ring as it is."""
         key = entry.get("api_key")
         second = int(entry["time"])
         with self._lock:
+            if generation != self.generation:
+                return
             self._total += 1
             self._by_endpoint[endpoint] += 1
             self._by_status[str(entry["status"])] += 1

@@ -1,13 +1,24 @@
-"""Reading what the product exports, as Prometheus would: the text format, parsed by the library."""
+"""Reading what the product exports, as Prometheus would: the text format, parsed by the
+library; and a real Prometheus server for the tests that need one (the dashboard's)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -28,6 +39,7 @@ VOCABULARY: dict[str, set[str]] = {
     "work": {"live", "redriven", "order", "redeem_request", "other"},
     "item": {"redemption", "redeem_request"},
     "state": {"pending", "in_flight", "retrying", "gave_up"},
+    "queue": {"events", "reconcile", "redrive", "dead"},
 }  # fmt: skip
 #: A platform code the product knows (3 to 4 digits), or one of the two catch-alls.
 CODE = re.compile(r"^(none|other|\d{3,4})$")
@@ -78,3 +90,82 @@ def unbounded_labels(samples: Samples, forbidden: Collection[str] = ()) -> list[
             elif value not in VOCABULARY.get(label, set()):
                 problems.append((name, label, value, "not in the vocabulary"))
     return problems
+
+
+# --- a real Prometheus server (Debian's, unpacked into the venv by scripts/install-prometheus) --
+
+
+def prometheus_tool(name: str) -> str | None:
+    """``promtool`` or ``prometheus``: beside the test interpreter (where `make test` puts them),
+    else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def require_prometheus_tool(name: str) -> str:
+    """The tool's path; a skip naming how to install it, or a failure under CI."""
+    tool = prometheus_tool(name)
+    if tool is None:
+        message = f"{name} is not installed (make test installs it: scripts/install-prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return tool
+
+
+class PrometheusServer:
+    """A Prometheus process on a free loopback port with its own storage, stopped by ``stop``."""
+
+    def __init__(self, binary: str, config: dict[str, Any], workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_file = workdir / "prometheus.yml"
+        self.config_file.write_text(yaml.safe_dump(config))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = workdir / "prometheus.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={self.config_file}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"Prometheus did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        answer = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
+        body = answer.json()
+        assert body.get("status") == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query at this moment: the series it returns (empty: no data)."""
+        data = self.api("query", query=expr)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

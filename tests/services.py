@@ -36,6 +36,26 @@ def drop_database(url: str) -> None:
         )
 
 
+def create_role(prefix: str = "recon_test_service") -> str:
+    """A login role with no privileges (roles belong to the whole server: the name is fresh)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with _admin_conn() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    return name
+
+
+def drop_role(name: str) -> None:
+    """Drop a role made by ``create_role``, once the databases it had privileges in are gone."""
+    with _admin_conn() as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def as_role(url: str, role: str) -> str:
+    """The same database URL, connecting as ``role`` (the test server trusts local users)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[-1]}"
+
+
 def _rabbitmqctl(*args: str) -> None:
     tool = shutil.which("rabbitmqctl")
     if tool is None:

@@ -16,7 +16,7 @@ import structlog
 from celery import Celery, signals
 from celery.schedules import crontab
 
-from worker.observe import exporter
+from worker.observe import banner, exporter
 from worker.observe.logging import configure_logging, is_configured
 from worker.queues import (
     DEAD_QUEUE,
@@ -169,6 +169,7 @@ def run_worker(
     settings.require_credentials()
     configure(settings)
     exporter.start_for_worker(settings)  # before the pool forks: children inherit its directory
+    app.Worker = app.subclass_with_self(banner.MetricsBannerWorker)  # the port in the banner
     argv = [
         "worker",
         "--queues",
@@ -187,6 +188,7 @@ def run_worker(
 def run_beat(settings: Settings, *, extra: Sequence[str] = ()) -> None:
     configure(settings)
     exporter.start_for_beat(settings)
+    app.Beat = app.subclass_with_self(banner.MetricsBannerBeat)
     app.start(["beat", "--loglevel", settings.log_level, *extra])
 
 

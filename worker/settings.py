@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-DEFAULT_DATABASE_URL = "sqlite:///recon.sqlite3"
+#: The embedded default is the demo's database, in the folder where `recon demo` (`make demo`)
+#: keeps everything it leaves behind; `recon audit ...` run from the same folder reads it.
+DEFAULT_DATABASE_URL = "sqlite:///recon-demo/recon.sqlite3"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
 #: A key this long cannot be guessed; a shorter one would make the keyed digest guessable again.
@@ -61,6 +63,12 @@ class _EnvModel(BaseModel):
     unmatched_after_seconds: int = Field(86400, alias="RECON_UNMATCHED_AFTER_SECONDS", ge=60)
     web_token: SecretStr = Field(SecretStr(""), alias="RECON_WEB_TOKEN")
     task_events: bool = Field(True, alias="RECON_TASK_EVENTS")
+    # A PostgreSQL role name (letters, digits, _ and $): it is written into GRANT statements.
+    database_service_role: str = Field(
+        "", alias="RECON_DATABASE_SERVICE_ROLE", pattern=r"^([A-Za-z_][A-Za-z0-9_$]{0,62})?$"
+    )
+    web_secure_cookies: bool = Field(False, alias="RECON_WEB_SECURE_COOKIES")
+    web_trusted_proxies: int = Field(0, alias="RECON_WEB_TRUSTED_PROXIES", ge=0, le=5)
     vendor_digest_key: SecretStr = Field(SecretStr(""), alias="RECON_VENDOR_DIGEST_KEY")
 
     @field_validator("database_url")
@@ -152,6 +160,12 @@ ENV_VARS: dict[str, str] = {
     "RECON_UNMATCHED_AFTER_SECONDS": "age after which a redemption without a bill is unmatched",
     "RECON_WEB_TOKEN": "token `recon web` requires (bearer header or sign-in form); unset = none",
     "RECON_TASK_EVENTS": "send Celery task events (Flower, `celery events`); false turns them off",
+    "RECON_DATABASE_SERVICE_ROLE": "PostgreSQL role the service runs as; `recon migrate` grants "
+    "it its privileges and checks them (unset: no grants)",
+    "RECON_WEB_SECURE_COOKIES": "mark `recon web`'s session cookie Secure (the page is served "
+    "over HTTPS)",
+    "RECON_WEB_TRUSTED_PROXIES": "number of reverse proxies in front of `recon web` whose "
+    "X-Forwarded-* headers it trusts (0: none)",
     "RECON_VENDOR_DIGEST_KEY": "secret key of the stored digests of vendor configurations "
     "(needed by `recon vendor push` when they hold apiHeaders values)",
 }
@@ -192,6 +206,9 @@ class Settings:
     web_token: SecretStr
     vendor_digest_key: SecretStr
     task_events: bool = True
+    database_service_role: str = ""
+    web_secure_cookies: bool = False
+    web_trusted_proxies: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

@@ -450,3 +450,27 @@ def test_tables_fit_an_80_column_terminal_and_wide_shows_every_column(
     assert "O-1" not in body  # order_ref is one of the columns --wide adds
     assert "--wide" in body
     assert "O-1" in " ".join(wide)
+
+
+@pytest.mark.usefixtures("history")
+def test_a_piped_table_honours_columns_and_has_no_trailing_spaces(
+    recon: Recon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CliRunner's stdout is not a terminal: what `recon audit bill B-1 | less` gets.
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    folded = recon("bill", "B-1").stdout.splitlines()
+    assert max(len(line) for line in folded) <= 80
+    assert all(line == line.rstrip() for line in folded)
+    assert "\x1b" not in "".join(folded)
+    assert "--wide" in " ".join(folded)  # the main columns, as on an 80-column terminal
+    wide = recon("bill", "B-1", "--wide").stdout.splitlines()
+    assert max(len(line) for line in wide) <= 80
+
+    # Without COLUMNS, a piped table is as wide as its rows: every column, none folded.
+    monkeypatch.delenv("COLUMNS")
+    full = recon("bill", "B-1").stdout.splitlines()
+    assert all(line == line.rstrip() for line in full)
+    header = next(line for line in full if " at " in f" {line} ")
+    for column in ("at", "order_ref", "bill_number", "http_status", "request_id"):
+        assert column in header.split(), header

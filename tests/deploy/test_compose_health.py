@@ -9,7 +9,9 @@ written in compose.yaml: CMD-SHELL through /bin/sh -c, CMD as an argument list.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +25,9 @@ from tests.conftest import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.e2e
-COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "compose.yaml").read_text())
+ROOT = Path(__file__).parents[2]
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def compose_env(pg_url: str, amqp_url: str, sandbox_url: str) -> dict[str, str]:
@@ -72,14 +76,20 @@ def passes(service: str, env: dict[str, str], cwd: Path) -> bool:
 
 
 @pytest.fixture
-def env(pg_url, amqp_url, sandbox):
-    return compose_env(pg_url, amqp_url, sandbox.url)
+def env(pg_service_url, amqp_url, sandbox):
+    # Worker and beat connect as the service role, as compose runs them.
+    return compose_env(pg_service_url, amqp_url, sandbox.url)
 
 
-@pytest.mark.parametrize("service", ["worker", "beat", "sandbox"])
+#: What a service's own environment adds, as an operator's .env would fill it.
+SERVICE_ENV = {"web": {"RECON_WEB_TOKEN": "compose-health-check-token"}}
+
+
+@pytest.mark.parametrize("service", ["worker", "beat", "sandbox", "web"])
 def test_the_health_check_passes_while_the_service_runs_and_fails_once_it_stopped(
     service, env, tmp_path
 ):
+    env = {**env, **SERVICE_ENV.get(service, {})}
     # Before the service starts, nothing answers: the check is not true regardless.
     assert not passes(service, env, tmp_path)
     process = start(service, env, tmp_path)
@@ -92,3 +102,32 @@ def test_the_health_check_passes_while_the_service_runs_and_fails_once_it_stoppe
         stop(process)
     result = health_check(service, env, tmp_path)
     assert result.returncode != 0, result.stdout + result.stderr
+
+
+def image_health_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """The Dockerfile's HEALTHCHECK command, as Docker runs it (CMD: an argument list)."""
+    [check] = re.findall(r"^\s+CMD (\[.+\])$", DOCKERFILE, re.MULTILINE)
+    return subprocess.run(
+        json.loads(check), env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_image_health_check_passes_while_a_worker_serves_metrics_and_fails_once_it_stopped(
+    env, tmp_path
+):
+    # Any port (RECON_METRICS_PORT=0): the check finds it in the worker's target file.
+    env = {**env, "RECON_METRICS_PORT": "0", "RECON_METRICS_DIR": str(tmp_path / "metrics")}
+    before = image_health_check(env, tmp_path)
+    assert before.returncode == 1
+    assert "no recon worker or beat announces /metrics" in before.stderr
+    process = start("worker", env, tmp_path)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or image_health_check(env, tmp_path).returncode == 0,
+            90,
+            1.0,
+        )
+        assert process.poll() is None, (tmp_path / "worker.log").read_text()
+    finally:
+        stop(process)
+    assert image_health_check(env, tmp_path).returncode == 1

@@ -27,10 +27,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("RECON_TEST_WHEEL", "").strip()
     if given:
         return Path(given)
-    # By hand (not under `make test`): build one the way `make wheel` does.
+    # By hand (not under `make test`): build one the way `make wheel` and the image do.
     out = tmp_path_factory.mktemp("dist")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
+        [*pip_wheel, "--wheel-dir", str(out), str(ROOT)],
         check=True,
         capture_output=True,
         timeout=600,
@@ -122,10 +123,11 @@ def test_the_image_installs_the_built_wheel_from_the_lock_not_the_source_tree():
     assert len(stages) == 2, "a build stage and a final stage"
     build, final = stages
     assert " AS build" in build.splitlines()[0]
-    assert "-m build --wheel" in build
+    assert "--require-hashes -r /tmp/requirements-build.lock" in build
+    assert "pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels ." in build
     assert final.startswith("python:3.11-slim")
     assert "--require-hashes -r /tmp/requirements.lock" in final
-    assert "--no-deps /tmp/wheels/*.whl" in final
+    assert "--no-deps --no-index /tmp/wheels/*.whl" in final
     assert "COPY --from=build /wheels" in final
     # No editable install and no sources in the final image.
     assert " -e " not in DOCKERFILE
@@ -135,6 +137,45 @@ def test_the_image_installs_the_built_wheel_from_the_lock_not_the_source_tree():
     users = re.findall(r"^USER (\S+)", final, re.MULTILINE)
     assert users
     assert users[-1] not in ("root", "0")
+
+
+def test_every_package_the_image_installs_is_checked_against_a_hash():
+    """Every `pip install` reads a lock with --require-hashes, or installs the wheel the build
+    stage made, from that folder only; the wheel is built without fetching anything."""
+    commands = re.split(r"&&|\bRUN\b", DOCKERFILE.replace("\\\n", " "))
+    installs = [c.strip() for c in commands if "pip install" in c or "pip wheel" in c]
+    assert len(installs) == 4, installs
+    for command in installs:
+        if "--require-hashes -r " in command:
+            continue
+        if "pip wheel" in command:
+            assert "--no-deps" in command, command
+            assert "--no-build-isolation" in command, command
+        else:
+            assert "--no-deps --no-index /tmp/wheels/" in command, command
+
+
+def test_the_build_lock_pins_the_build_system_with_hashes():
+    from packaging.requirements import Requirement
+
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    lock = (ROOT / "requirements-build.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE))
+    for requirement in map(Requirement, wanted):
+        assert requirement.name in pins, f"requirements-build.lock lacks {requirement.name}"
+        assert pins[requirement.name] in requirement.specifier, requirement
+    # Every pin carries a hash (what --require-hashes checks).
+    blocks = re.split(r"^(?=[A-Za-z0-9_.-]+==)", lock, flags=re.MULTILINE)[1:]
+    assert blocks
+    assert all("--hash=sha256:" in block for block in blocks)
+
+
+def test_the_image_exposes_the_ports_compose_uses_and_has_a_health_check():
+    [exposed] = re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.MULTILINE)
+    assert set(exposed.split()) == {"8790", "8780", "9460"}
+    [check] = re.findall(r"^\s+CMD (\[.+\])$", DOCKERFILE, re.MULTILINE)
+    assert json.loads(check) == ["python", "-m", "worker.observe.health"]
+    assert re.search(r"^HEALTHCHECK .*\\$", DOCKERFILE, re.MULTILINE)
 
 
 def test_the_image_default_command_is_a_real_command():
@@ -148,3 +189,30 @@ def test_the_image_default_command_is_a_real_command():
     )
     assert answer.returncode == 0
     assert "Usage: recon" in answer.stdout
+
+
+def test_recon_version_is_the_one_pyproject_says_and_the_changelog_has_it():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    shown = subprocess.run(
+        [shipped.RECON, "--version"],
+        env=shipped.product_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == f"recon, version {version}"
+    headings = re.findall(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert headings[0].startswith("Unreleased")
+    assert any(heading.split()[0] == version for heading in headings[1:]), headings
+    # Nowhere else: a second copy of the version would drift.
+    for path in (ROOT / "worker").rglob("*.py"):
+        assert version not in path.read_text(), path
+
+
+def test_the_wheel_carries_the_licence(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: MIT" in archive.read(metadata).decode()
+        licences = [n for n in archive.namelist() if n.endswith("licenses/LICENSE")]
+        assert licences
+        assert archive.read(licences[0]) == (ROOT / "LICENSE").read_bytes()

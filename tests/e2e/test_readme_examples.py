@@ -16,7 +16,9 @@ import pytest
 from tests import shipped
 
 pytestmark = pytest.mark.e2e
-README = (Path(__file__).parents[2] / "README.md").read_text()
+ROOT = Path(__file__).parents[2]
+README = (ROOT / "README.md").read_text()
+DEMO_DIR = "recon-demo"
 
 
 def demo_examples() -> list[str]:
@@ -40,7 +42,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all items reached an outcome" in result.stdout
-    assert (where / "recon.sqlite3").exists()  # kept for the examples
+    # Everything the demo leaves is in one folder (ignored by git): its database, kept for the
+    # examples, and its log.
+    assert sorted(p.name for p in where.iterdir()) == ["recon-demo"]
+    assert {"recon.sqlite3", "demo.log"} <= {p.name for p in (where / DEMO_DIR).iterdir()}
     return where
 
 
@@ -66,6 +71,8 @@ def test_each_example_runs_as_written_after_the_demo(demo_dir, line):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() or "outcomes.jsonl" in line
+    # What an example writes goes into the demo's folder too.
+    assert sorted(p.name for p in demo_dir.iterdir()) == [DEMO_DIR]
     # The lookups name a bill, order, redemption and customer of the demo: they find rows.
     if re.match(r"recon audit (bill|redemption|order|customer) ", line):
         assert "No outcomes" not in result.stdout
@@ -84,3 +91,26 @@ def test_a_command_on_a_missing_database_fails_in_one_line_and_leaves_no_file(tm
     assert len(result.stderr.strip().splitlines()) == 1
     assert "recon.sqlite3 does not exist" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "name", ["recon.sqlite3", "recon.sqlite3-wal", "demo.log", "outcomes.jsonl"]
+)
+def test_git_ignores_what_the_demo_and_the_examples_leave(name):
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", f"{DEMO_DIR}/{name}"], cwd=ROOT
+    )
+    assert ignored.returncode == 0
+
+
+def test_make_demo_installs_the_product_lock_only_and_make_test_the_tools_too():
+    def planned(target: str) -> str:
+        # -n: print what would run; -B: as on a fresh clone, whatever is installed here.
+        return subprocess.run(
+            ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+
+    demo = planned("demo")
+    assert "--require-hashes -r requirements.lock" in demo
+    assert "requirements-dev.lock" not in demo
+    assert "requirements-dev.lock" in planned("install")

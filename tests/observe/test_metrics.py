@@ -130,7 +130,7 @@ def test_the_sweeper_and_the_backfill_count_what_they_drive_again(
     clean_db, settings, client, sandbox
 ):
     from tests.factories import events
-    from tests.test_operations import age, store
+    from tests.ops.test_operations import age, store
     from worker.ops.sweep import find_stuck_work
 
     sandbox.register_coupon(6101, "919600006101")

@@ -120,8 +120,14 @@ def test_two_workers_with_pools_of_two_count_exactly_the_outcome_rows(
     port1 = wait_for(lambda: serving_port(workers, "w1"), timeout=60)
     port2 = wait_for(lambda: serving_port(workers, "w2"), timeout=60)
     assert port1 != port2
-    own_dirs = sorted(p.name for p in metrics_dir.iterdir())
+    own_dirs = sorted(p.name for p in metrics_dir.iterdir() if p.is_dir())
     assert len(own_dirs) == 2  # one fresh directory per worker instance
+    # Beside them, each worker's target file says where it serves (Prometheus's file_sd).
+    announced = {
+        json.loads(path.read_text())[0]["targets"][0]
+        for path in metrics_dir.glob("recon-worker-*.json")
+    }
+    assert announced == {f"127.0.0.1:{port1}", f"127.0.0.1:{port2}"}
 
     # Throttling (429 with Retry-After), a busy customer (521), a 5xx, an unknown coupon (510 and
     # the batch's 762), a points redeem (800), a malformed message and a duplicate.
@@ -195,7 +201,7 @@ def test_two_workers_with_pools_of_two_count_exactly_the_outcome_rows(
     # Bounded labels: every value is from the vocabulary, and no id from the data is a label.
     assert unbounded_labels(both, ids_in_database(clean_db)) == []
 
-    # A worker that stops removes its directory; the other's stays while it runs.
+    # A worker that stops removes its directory and its target file.
     workers.stop()
     wait_for(lambda: not any(Path(metrics_dir).iterdir()), timeout=30)
 

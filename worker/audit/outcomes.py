@@ -6,13 +6,15 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from models.outcomes import Outcome
 
 FAILURE_STATUSES = ("failed", "gave_up")
 SUMMARY_FIELDS = ("kind", "status", "code", "count")
+#: Where a newest-first page ended: the last row's (at, id).
+Cursor = tuple[dt.datetime, int]
 
 
 def outcomes_for_bill(
@@ -64,9 +66,19 @@ def outcomes_for_customer(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int | None = None,
+    newest_first: bool = False,
+    before: Cursor | None = None,
 ) -> list[Outcome]:
-    """Every outcome of a customer (identifier value), oldest first (index: customer, at)."""
-    return _history(session, Outcome.customer == customer, since, until, limit)
+    """Every outcome of a customer (identifier value), oldest first (index: customer, at).
+
+    ``newest_first`` turns the order round; ``before`` then continues after the (at, id) the
+    previous page ended on (keyset paging: the audit page).
+    """
+    condition = Outcome.customer == customer
+    if not newest_first:
+        return _history(session, condition, since, until, limit)
+    stmt = select(Outcome).where(condition, *_within(since, until))
+    return _newest_first(session, stmt, before=before, limit=limit)
 
 
 def failed_outcomes(
@@ -75,14 +87,15 @@ def failed_outcomes(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int | None = None,
+    before: Cursor | None = None,
 ) -> list[Outcome]:
-    """Outcomes that are ``failed`` or ``gave_up``, newest first (index: status, at)."""
+    """Outcomes that are ``failed`` or ``gave_up``, newest first (index: status, at).
+
+    ``before`` is the (at, id) of the last row of the previous page (keyset paging).
+    """
     stmt = select(Outcome).where(Outcome.status.in_(FAILURE_STATUSES), *_within(since, until))
     # Newest first: this is a triage list, and --limit should keep the latest.
-    stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc())
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(session.scalars(stmt))
+    return _newest_first(session, stmt, before=before, limit=limit)
 
 
 def count_outcomes(
@@ -114,6 +127,19 @@ def stream_outcomes(
     # the window holds. Objects are not kept by the session once the caller drops them.
     stmt = select(Outcome).where(*_within(since, until)).order_by(Outcome.at, Outcome.id)
     yield from session.scalars(stmt.execution_options(yield_per=batch_size))
+
+
+def _newest_first(
+    session: Session, stmt: Select[Outcome], *, before: Cursor | None, limit: int | None
+) -> list[Outcome]:
+    """Newest first, after the (at, id) the previous page ended on, if any."""
+    if before is not None:
+        at, row_id = before
+        stmt = stmt.where((Outcome.at < at) | ((Outcome.at == at) & (Outcome.id < row_id)))
+    stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
 
 
 def _history(

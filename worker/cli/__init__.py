@@ -112,10 +112,32 @@ def _register() -> None:
         module.register(cli)
 
 
+#: Commands that run until stopped: their log is their output, at RECON_LOG_LEVEL wherever it goes.
+SERVICES = frozenset({"worker", "beat", "web", "sandbox", "demo"})
+
+
+def log_level(args: list[str], *, environ: Any = os.environ, terminal: bool | None = None) -> str:
+    """The level of this run's log lines.
+
+    A command that prints a report for a person (``recon vendor push``, ``backfill``, ``dead
+    replay``, ...) writes it to stdout and its log lines to stderr. On a terminal both land on one
+    screen, so there, unless RECON_LOG_LEVEL says otherwise, only warnings and errors are logged:
+    the report says what happened, call by call. Redirected (``2>> push.log``, the journal, a
+    pipe), stderr gets every line at RECON_LOG_LEVEL (INFO by default).
+    """
+    chosen = str(environ.get("RECON_LOG_LEVEL", "")).strip().upper()
+    if chosen in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        return chosen
+    command = next((arg for arg in args if not arg.startswith("-")), "")
+    on_terminal = sys.stderr.isatty() if terminal is None else terminal
+    return "WARNING" if on_terminal and command not in SERVICES else "INFO"
+
+
 def main(argv: list[str] | None = None) -> None:
     # Logs go to stderr as JSON, once for the whole process, so command output on stdout
-    # (tables, CSV, JSON) stays clean for scripts. `recon worker` keeps this configuration.
-    level = os.environ.get("RECON_LOG_LEVEL", "INFO").strip().upper()
-    configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+    # (tables, CSV, JSON, reports) stays clean for scripts and never mixes with a log line.
+    # `recon worker` keeps this configuration.
+    args = argv if argv is not None else sys.argv[1:]
+    configure_logging(log_level(args))
     _register()
-    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="recon")
+    cli.main(args=args, prog_name="recon")

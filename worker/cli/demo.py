@@ -19,14 +19,16 @@ import click
     "--keep/--discard",
     default=True,
     show_default=True,
-    help="Keep the demo's database (recon.sqlite3, the default RECON_DATABASE_URL) afterwards, "
-    "for `recon audit ...`; each run replaces it.",
+    help="Keep the demo's database (recon-demo/recon.sqlite3, the default RECON_DATABASE_URL) "
+    "afterwards, for `recon audit ...`; each run replaces it.",
 )
 def demo(orders: int, seed: int, timeout: float, keep: bool) -> None:
     """Run everything in one process: SQLite, in-memory broker, worker and sandbox.
 
     Publishes a realistic mix of orders (out of order, duplicates, an invalid coupon id, a
     malformed message, a few injected 5xx, a points redeem request) and prints the audit.
+    Everything it leaves is in recon-demo/ under the current folder: its database
+    (recon.sqlite3) and its JSON log (demo.log).
     """
     from worker.tools.demo import run_demo
 

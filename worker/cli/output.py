@@ -5,6 +5,9 @@ table for people; ``json`` a JSON array, ``jsonl`` one JSON object per line and 
 and rows, for scripts. The machine formats are written row by row, so a generator of rows is
 streamed, never held in memory. Times are written as UTC ISO 8601.
 
+A table written to a file or a pipe has no trailing spaces, and is as wide as its rows unless
+``COLUMNS`` is set: then it folds to that width like a terminal of that width would.
+
 ``UTC_DATETIME`` is the click type for ``--since`` / ``--until``: an ISO 8601 date or date-time,
 naive meaning UTC; ``resolve_window`` checks a pair (exit 2 when since is not before until) and
 ``describe_window`` words it for a title.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -112,8 +116,10 @@ def _table(
     console = Console(file=stream, highlight=False)
     shown = list(fields)
     caption = None
-    if not console.is_terminal:
-        # Piped to a file or a pager: let the table be as wide as it needs, never folded.
+    # Piped to a file or a pager: as wide as the rows need, never folded, unless COLUMNS names a
+    # width (rich reads it), which is then honoured as a terminal's would be.
+    width_given = _columns() is not None
+    if not console.is_terminal and not width_given:
         console.width = WIDE
     elif narrow and not _wide_requested():
         shown = [name for name in fields if name in narrow]
@@ -143,11 +149,21 @@ def _table(
     for row in rows:
         table.add_row(*(_cell(row.get(name)) for name in shown))
         count += 1
-    if count:
+    if not count:
+        console.print(empty, markup=False)
+    elif console.is_terminal:
         console.print(table)
     else:
-        console.print(empty, markup=False)
+        # Rich pads every cell to its column's width; a file gets the lines without that padding.
+        with console.capture() as captured:
+            console.print(table)
+        stream.writelines(line.rstrip() + "\n" for line in captured.get().splitlines())
     return count
+
+
+def _columns() -> int | None:
+    value = os.environ.get("COLUMNS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _cell(value: Any) -> str:

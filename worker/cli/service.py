@@ -9,13 +9,31 @@ from worker.settings import load_settings
 
 @click.command()
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
-def migrate(revision: str) -> None:
-    """Upgrade the database at RECON_DATABASE_URL to the newest schema."""
+@click.option(
+    "--check", is_flag=True,
+    help="Change nothing: only check that RECON_DATABASE_SERVICE_ROLE holds what the service "
+    "needs and nothing that could rewrite the audit trail.",
+)  # fmt: skip
+def migrate(revision: str, check: bool) -> None:
+    """Upgrade the database at RECON_DATABASE_URL to the newest schema.
+
+    On PostgreSQL, run it as the migration role (the owner of the tables) with
+    RECON_DATABASE_SERVICE_ROLE naming the role the service runs as: it then grants that role
+    its privileges (SELECT and INSERT only on the audit trail) and checks them.
+    """
     from worker.ops import migrate as migrations
 
     settings = load_settings()
-    migrations.upgrade(settings.database_url, revision)
-    click.echo(f"database is at revision {revision}")
+    if not check:
+        migrations.upgrade(settings.database_url, revision)
+        click.echo(f"database is at revision {revision}")
+    verdict = migrations.settle_service_role(
+        settings.database_url, role=settings.database_service_role, grant=not check
+    )
+    if verdict.problem:
+        raise click.ClickException(verdict.problem)
+    if verdict.note:
+        click.echo(verdict.note, err=True)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -64,11 +82,30 @@ def beat(celery_args: tuple[str, ...]) -> None:
     "--lost-rate", type=click.FloatRange(0, 1), help="Share of answers lost after effect."
 )
 @click.option("--seed", type=int, help="Seed for the fault injection.")
-def sandbox(host: str, port: int, **faults: float | int | None) -> None:
-    """Run the stand-in loyalty API (real HTTP, in-memory state, fault injection)."""
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="A till user it accepts (repeatable); replaces the built-in store.server.",
+)
+def sandbox(host: str, port: int, users: tuple[str, ...], **faults: float | int | None) -> None:
+    """Run the stand-in loyalty API (real HTTP, in-memory state, fault injection).
+
+    It accepts one till user unless --user says otherwise: store.server with the password
+    server123 (Basic auth), and the OAuth client key recon-key with the secret recon-secret. It
+    prints them when it starts. A worker talks to it with
+
+    \b
+      LOYALTY_API_URL=http://127.0.0.1:8780
+      LOYALTY_API_USERNAME=store.server
+      LOYALTY_API_PASSWORD=server123
+    """
     from sandbox.server import main as sandbox_main
 
     argv = ["--host", host, "--port", str(port)]
+    for user in users:
+        argv += ["--user", user]
     for name, value in faults.items():
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]

@@ -48,6 +48,9 @@ from models.redemptions import (
     Redemption,
 )
 from models.session import normalise_url
+from worker.observe import discovery
+from worker.observe.broker_gauges import BrokerGauges
+from worker.observe.discovery import alive
 from worker.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
@@ -87,23 +90,11 @@ def remove_stale_directories(root: Path) -> list[Path]:
     removed = []
     for path in root.iterdir():
         match = _DIR_NAME.match(path.name)
-        if match is None or not path.is_dir() or _alive(int(match.group(1))):
+        if match is None or not path.is_dir() or alive(int(match.group(1))):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def use_directory(path: Path) -> None:
@@ -147,7 +138,7 @@ def mark_dead_processes(directory: Path) -> list[int]:
         match = _FILE_PID.search(path.name)
         if match is not None:
             pids.add(int(match.group(1)))
-    dead = sorted(pid for pid in pids if not _alive(pid))
+    dead = sorted(pid for pid in pids if not alive(pid))
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(directory))
     return dead
@@ -188,7 +179,7 @@ def start_for_worker(settings: Settings) -> Any | None:
 
     registry = CollectorRegistry()
     registry.register(_PoolCollector(directory))
-    registry.register(DatabaseGauges(settings))
+    _register_gauges(registry, settings)
     return _serve(settings, registry, role="worker", directory=directory)
 
 
@@ -199,8 +190,14 @@ def start_for_beat(settings: Settings) -> Any | None:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    registry.register(DatabaseGauges(settings))
+    _register_gauges(registry, settings)
     return _serve(settings, registry, role="beat", directory=None)
+
+
+def _register_gauges(registry: Any, settings: Settings) -> None:
+    registry.register(DatabaseGauges(settings))
+    if settings.broker_url.startswith(("amqp", "pyamqp")):
+        registry.register(BrokerGauges(settings))
 
 
 def _serve(settings: Settings, registry: Any, *, role: str, directory: Path | None) -> Any:
@@ -216,11 +213,16 @@ def _serve(settings: Settings, registry: Any, *, role: str, directory: Path | No
             f"RECON_METRICS_PORT: cannot serve /metrics on {host}:{port}: {reason} "
             "(each recon worker on a host needs a port of its own)"
         ) from None
+    endpoint = discovery.announce(
+        role=role, host=host, port=server.server_port, metrics_dir=settings.metrics_dir
+    )
     log.info(
         "metrics.serving",
         role=role,
         host=host,
         port=server.server_port,
+        url=endpoint.url,
+        target_file=str(endpoint.target_file),
         directory=str(directory) if directory else None,
     )
     return server

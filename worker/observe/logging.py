@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -11,6 +13,21 @@ import structlog
 from worker.loyalty.redact import redact_event_dict
 
 _configured = False
+
+#: Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links), and any other
+#: escape. A library that colours its own log lines for a terminal (Werkzeug's request log does)
+#: would otherwise put them inside our JSON, where they garble whatever reads it.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_]?)")
+
+
+def strip_terminal_escapes(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Remove terminal escape sequences from every text value of a log line."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "\x1b" in value:
+            event_dict[key] = _ESCAPES.sub("", value)
+    return event_dict
 
 
 def _shared_processors() -> list[Any]:
@@ -35,6 +52,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            strip_terminal_escapes,
             renderer,
         ],
     )

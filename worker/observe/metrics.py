@@ -139,6 +139,15 @@ def backfill_redriven(kind: str, count: int = 1) -> None:
         _metrics().redriven.labels(_pick(kind, KINDS)).inc(count)
 
 
+def backfill_run(*, succeeded: bool) -> None:
+    """The nightly backfill task finished (or raised): counted, and its time kept, so an alert
+    can tell that the latest run failed."""
+    result = "succeeded" if succeeded else "failed"
+    m = _metrics()
+    m.backfill_runs.labels(result).inc()
+    m.backfill_last_run.labels(result).set_to_current_time()
+
+
 # --- label vocabulary ---------------------------------------------------------------------------
 
 
@@ -171,7 +180,7 @@ def _http_class(status: int | None) -> str:
 
 class _Metrics:
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         # Not the library's global registry: in a worker the values live in the multiprocess
         # directory and are read back from there; this registry serves processes that are not.
@@ -248,6 +257,17 @@ class _Metrics:
             "recon_backfill_redriven",
             "Redemptions the backfill re-drove, by kind.",
             ("kind",),
+            registry=r,
+        )
+        self.backfill_runs = Counter(
+            "recon_backfill_runs", "Nightly backfill runs, by result.", ("result",), registry=r
+        )
+        # The newest run of any pool process of this worker, living or dead ("max").
+        self.backfill_last_run = Gauge(
+            "recon_backfill_last_run_timestamp_seconds",
+            "When the nightly backfill last finished, by result (Unix time).",
+            ("result",),
+            multiprocess_mode="max",
             registry=r,
         )
 

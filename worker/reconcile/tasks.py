@@ -13,6 +13,7 @@ from models.session import database_unavailable
 from worker.app import app, settings_of
 from worker.budget import limiter
 from worker.intake.store import Stored
+from worker.observe import metrics
 from worker.ops import backfill, sweep
 from worker.queues import REDRIVE_QUEUE
 from worker.reconcile import deliveries, orders, redeem, resources
@@ -126,10 +127,19 @@ def sweep_stuck_work(self: ReconTask) -> dict[str, int]:
 def nightly_backfill(self: ReconTask) -> dict[str, int]:
     """Re-drive every open redemption that has its bill (the nightly run)."""
     r = self.resources
-    # Hands each order to the re-drive queue rather than holding this process for hours.
-    summary = backfill.run_backfill(
-        r.engine, r.client, policy=r.policy, options=backfill.Options(), hand_off=enqueue_redriven
-    )
+    try:
+        # Hands each order to the re-drive queue rather than holding this process for hours.
+        summary = backfill.run_backfill(
+            r.engine,
+            r.client,
+            policy=r.policy,
+            options=backfill.Options(),
+            hand_off=enqueue_redriven,
+        )
+    except Exception:
+        metrics.backfill_run(succeeded=False)  # the ReconBackfillFailing alert reads this
+        raise
+    metrics.backfill_run(succeeded=True)
     return summary.as_dict()
 
 

@@ -30,8 +30,11 @@ from worker.settings import DEFAULT_DATABASE_URL, load_settings
 from worker.tools.publishing import dumps, publish_bodies
 from worker.tools.scenario import build_scenario, register_with_sandbox
 
-# The default database, so that `recon audit ...` as written in the README reads the demo's.
+# The default database, so that `recon audit ...` as written in the README reads the demo's; its
+# folder holds everything else the demo leaves (its log), and is ignored by git.
 DEMO_DB = Path(DEFAULT_DATABASE_URL.removeprefix("sqlite:///"))
+DEMO_DIR = DEMO_DB.parent
+DEMO_LOG = DEMO_DIR / "demo.log"
 DEMO_USER, DEMO_PASSWORD = "demo.till", "demo-password"
 INJECTED_5XX = 3
 TRAIL_FIELDS = (
@@ -52,9 +55,10 @@ TRAIL_NARROW = ("kind", "redemption_id", "code", "status", "message")
 def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
     console = Console()
     started = time.monotonic()
-    for leftover in DEMO_DB.parent.glob(DEMO_DB.name + "*"):
+    DEMO_DIR.mkdir(exist_ok=True)
+    for leftover in DEMO_DIR.glob(DEMO_DB.name + "*"):
         leftover.unlink()
-    log_file = Path("recon-demo.log")
+    log_file = DEMO_LOG
     configure_logging("INFO", stream=log_file.open("w"))
     sandbox = start_sandbox(
         SandboxConfig(users={DEMO_USER: DEMO_PASSWORD}, rate_limit_per_minute=6000)
@@ -129,7 +133,7 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
     engine.dispose()
     elapsed = time.monotonic() - started
     if not keep:
-        for leftover in DEMO_DB.parent.glob(DEMO_DB.name + "*"):
+        for leftover in DEMO_DIR.glob(DEMO_DB.name + "*"):
             leftover.unlink()
     verdict = "all items reached an outcome" if finished else "[red]timed out[/]"
     console.print(f"{verdict} in {elapsed:.1f} s")
@@ -138,7 +142,7 @@ def run_demo(*, orders: int, seed: int, timeout: float, keep: bool) -> int:
             f"The demo's database is {DEMO_DB.resolve()}: try `recon audit summary` or "
             f"`recon audit order {scenario.invalid_coupon_order or 'demo-7-000000'}` here "
             "(with RECON_DATABASE_URL unset). `recon demo` replaces it; "
-            f"`rm {DEMO_DB}*` starts clean.",
+            f"`rm -r {DEMO_DIR}` starts clean.",
             markup=False,
             highlight=False,
         )

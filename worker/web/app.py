@@ -1,91 +1,83 @@
 """The audit web page: a read-only Flask app over the audit queries, rendered on the server.
 
-``create_app(settings)`` builds it; ``recon web`` serves it. Every request runs in one read-only
-transaction with a statement time-out on PostgreSQL, so a page can neither change nor stall the
-database, whatever its parameters.
+``create_app(settings)`` builds it from two Blueprints, ``audit`` (the pages, worker/web/views.py)
+and ``signin`` (the token, worker/web/auth.py); ``recon web`` serves it with waitress. Every
+request reads in one read-only session (worker/web/queries.py), so a page can neither change nor
+stall the database, whatever its parameters.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-from flask import Flask, Response, g, redirect, request, url_for
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from flask import Flask, Response, current_app, render_template
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from models.session import engine_for, is_postgres, unit_of_work
 from worker.cli.output import utc_text
 from worker.settings import Settings
-from worker.web import auth
+from worker.web import auth, queries, views
+from worker.web.params import BadParameter
 
-#: No single query of a page may run longer than this on PostgreSQL.
-STATEMENT_TIMEOUT_MS = 5000
 #: Nothing but our own stylesheet: no script, no frames, nothing from elsewhere.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+#: The only bodies the page takes are the sign-in and sign-out forms.
+MAX_BODY_BYTES = 16 * 1024
 
 
 def create_app(settings: Settings, *, token: str | None = None) -> Flask:
     app = Flask(__name__)
-    app.config["RECON_SETTINGS"] = settings
-    app.config["RECON_TOKEN"] = token or None
+    app.config.update(
+        RECON_SETTINGS=settings,
+        RECON_TOKEN=token or None,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
+        MAX_FORM_PARTS=16,
+    )
+    auth.init_app(app, secure_cookies=settings.web_secure_cookies)
+    if settings.web_trusted_proxies:
+        # Only then is X-Forwarded-For the client (the sign-in limit's key) and
+        # X-Forwarded-Proto the scheme (the cookie's Secure flag): otherwise anyone may send them.
+        hops = settings.web_trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.jinja_env.filters["utc"] = lambda when: utc_text(when) if when else ""
     app.jinja_env.filters["blank"] = lambda value: "" if value is None else value
     app.jinja_env.globals["now"] = lambda: dt.datetime.now(dt.UTC)
 
-    @app.before_request
-    def _require_token() -> Any:
-        secret = app.config["RECON_TOKEN"]
-        if not secret or auth.is_open(request.path) or auth.is_authorised(request, secret):
-            return None
-        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
-            return redirect(url_for("login", next=request.full_path))
-        return Response("a token is needed: Authorization: Bearer <RECON_WEB_TOKEN>\n", 401)
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    from worker.web import views
-
-    views.register(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+    app.teardown_request(queries.close_session)
+    app.register_error_handler(BadParameter, _bad_parameter)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(SQLAlchemyError, _database_error)
+    app.after_request(_headers)
     return app
 
 
-@contextmanager
-def read_only_session(settings: Settings) -> Iterator[Session]:
-    """One read-only transaction for the request; PostgreSQL enforces both promises."""
-    engine = engine_for(settings.database_url)
-    with unit_of_work(engine) as session:
-        if is_postgres(engine):
-            session.execute(text("SET TRANSACTION READ ONLY"))
-            session.execute(text(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}"))
-        yield session
-        session.rollback()
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
-def db() -> Session:
-    """The request's session (opened on first use, closed when the request ends)."""
-    if "recon_session" not in g:
-        from flask import current_app
-
-        manager = read_only_session(current_app.config["RECON_SETTINGS"])
-        g.recon_session_manager = manager
-        g.recon_session = manager.__enter__()
-    return g.recon_session
+def _bad_parameter(exc: BadParameter) -> tuple[str, int]:
+    return render_template("error.html", status=400, message=str(exc)), 400
 
 
-def close_session(_: BaseException | None = None) -> None:
-    manager = g.pop("recon_session_manager", None)
-    g.pop("recon_session", None)
-    if manager is not None:
-        manager.__exit__(None, None, None)
+def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
+    # One line for the reader, the details in the log; never the URL (it may hold a password).
+    current_app.logger.error("web.database_error: %s", type(exc).__name__)
+    problem = type(getattr(exc, "orig", None) or exc).__name__
+    message = f"cannot query the database ({problem}): is it up, and migrated (`recon migrate`)?"
+    return render_template("error.html", status=503, message=message), 503
+
+
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    status = exc.code or 500
+    return render_template("error.html", status=status, message=exc.description), status

@@ -1,24 +1,99 @@
-"""What the pages ask the database, on top of ``worker.audit``; every query has a LIMIT.
+"""Everything the pages ask the database, and the read-only session they ask it in.
 
-Lists page by keyset (the last row's time and id), never by OFFSET over a big table; windows are
-checked against ``MAX_WINDOW`` by the views before any query runs.
+The page's own lookups (search, an order with its links, bills and redemptions by name) are here;
+the outcome, rejected and open-work lists are ``worker.audit``'s, the same the CLI runs. Every
+query has a LIMIT; lists page by keyset (the last row's time and id), never by OFFSET over a big
+table; windows are checked by ``worker.web.params`` before any query runs.
+
+The session cannot write: on PostgreSQL every transaction of the page's connections is read-only
+with a statement time-out; on SQLite the connections are ``PRAGMA query_only``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from flask import current_app, g
+from sqlalchemy import Engine, event, or_, select
 from sqlalchemy.orm import Session
 
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
 from models.redemptions import COUPON, POINTS, PointsRedeemRequest, Redemption
+from models.session import build_engine, normalise_url, session_factory
 from models.transactions import Transaction, TransactionLink
-from worker.audit.open_work import unresolved_unknown_requests
-from worker.audit.outcomes import FAILURE_STATUSES
+from worker.audit import (
+    count_outcomes,
+    failed_outcomes,
+    outcomes_for_bill,
+    outcomes_for_customer,
+    outcomes_for_order,
+    outcomes_for_redemption,
+    rejected_messages,
+    unmatched_work,
+    unresolved_unknown_requests,
+)
+
+__all__ = [
+    "count_outcomes",
+    "failed_outcomes",
+    "outcomes_for_bill",
+    "outcomes_for_customer",
+    "outcomes_for_order",
+    "outcomes_for_redemption",
+    "rejected_messages",
+    "unmatched_work",
+    "unresolved_unknown_requests",
+]
+
+#: No single query of a page may run longer than this on PostgreSQL.
+STATEMENT_TIMEOUT_MS = 5000
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def read_only_engine(url: str) -> Engine:
+    """The page's engine for ``url`` (one per process): its connections cannot write."""
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = _build_read_only(url)
+        return _engines[url]
+
+
+def _build_read_only(url: str) -> Engine:
+    if normalise_url(url).startswith("sqlite"):
+        engine = build_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _query_only(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA query_only = ON")
+            cursor.close()
+
+        return engine
+    # Set when the connection opens, so each request pays no extra round trip for it.
+    options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    return build_engine(url, connect_args={"options": options})
+
+
+def db() -> Session:
+    """The request's session (opened on first use, closed when the request ends)."""
+    if "recon_session" not in g:
+        url = current_app.config["RECON_SETTINGS"].database_url
+        g.recon_session = session_factory(read_only_engine(url))()
+    session: Session = g.recon_session
+    return session
+
+
+def close_session(_: BaseException | None = None) -> None:
+    session = g.pop("recon_session", None)
+    if session is not None:
+        session.close()  # rolls back: nothing a page did is ever committed
+
 
 #: Rows of one timeline (an order, a bill, a redemption); more is cut with a note.
 TIMELINE_LIMIT = 500
@@ -166,53 +241,6 @@ def bill_by_id(session: Session, transaction_id: int | None) -> Transaction | No
     if transaction_id is None:
         return None
     return session.get(Transaction, transaction_id)
-
-
-def failures_page(
-    session: Session,
-    *,
-    since: dt.datetime,
-    until: dt.datetime,
-    before: tuple[dt.datetime, int] | None,
-    size: int,
-) -> list[Outcome]:
-    """Failed and gave_up outcomes, newest first, one page (index: status, at)."""
-    stmt = select(Outcome).where(
-        Outcome.status.in_(FAILURE_STATUSES), Outcome.at >= since, Outcome.at < until
-    )
-    return _newest_first_page(session, stmt, before=before, size=size)
-
-
-def customer_page(
-    session: Session,
-    *,
-    customer: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    before: tuple[dt.datetime, int] | None,
-    size: int,
-) -> list[Outcome]:
-    """A customer's outcomes, newest first, one page (index: customer, at)."""
-    stmt = select(Outcome).where(
-        Outcome.customer == customer, Outcome.at >= since, Outcome.at < until
-    )
-    return _newest_first_page(session, stmt, before=before, size=size)
-
-
-def _newest_first_page(
-    session: Session, stmt: Any, *, before: tuple[dt.datetime, int] | None, size: int
-) -> list[Outcome]:
-    """One keyset page of outcomes, newest first, after the (at, id) the last page ended on."""
-    if before is not None:
-        at, row_id = before
-        stmt = stmt.where((Outcome.at < at) | ((Outcome.at == at) & (Outcome.id < row_id)))
-    stmt = stmt.order_by(Outcome.at.desc(), Outcome.id.desc()).limit(size)
-    return list(session.scalars(stmt))
-
-
-def unknown_page(session: Session, *, offset: int, size: int) -> list[dict[str, Any]]:
-    """Unresolved ``unknown`` redeem requests, oldest first: the CLI's own query, one page."""
-    return unresolved_unknown_requests(session=session, limit=size, offset=offset)
 
 
 def operator_log_page(
