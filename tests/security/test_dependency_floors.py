@@ -59,7 +59,11 @@ def test_no_version_with_a_known_advisory_satisfies_the_declared_bounds(package)
 
 
 def test_the_locks_pin_versions_the_declared_bounds_admit():
-    pins = {**_pins("requirements-dev.lock"), **_pins("requirements.lock")}
+    pins = {
+        **_pins("requirements-dev.lock"),
+        **_pins("requirements.lock"),
+        **_pins("requirements-build.lock"),
+    }
     for name, requirement in _requirements().items():
         if name in pins:
             assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]}: make lock"
