@@ -26,7 +26,7 @@ from kombu.message import Message
 from sqlalchemy import Engine, text
 
 from models.session import database_unavailable, engine_for, unit_of_work
-from worker.intake.broker_cap import advice, probe_message_cap
+from worker.intake.broker_cap import UNCAPPED, advice, probe_message_cap
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
 from worker.observe import metrics
@@ -123,7 +123,8 @@ def check_message_cap(connection: Any) -> None:
         return
     problem = advice(state)
     if problem:
-        log.warning("intake.broker_uncapped", state=state, advice=problem)
+        event = "intake.broker_uncapped" if state == UNCAPPED else "intake.broker_cap_too_low"
+        log.warning(event, state=state, advice=problem)
     else:
         log.info("intake.broker_cap", state=state)
 
