@@ -1,4 +1,5 @@
-"""`python -m bench` (`make bench`): the pipeline, the floor, the rate limit, then audit lookups.
+"""`python -m bench` (`make bench`): the pipeline, the floor, the rate limit, the intake's contract
+on hostile bodies, then audit lookups.
 
 See bench/README.md for what is measured and how to read it.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from bench import floor, infra, pipeline, ratelimit_phase, report, window
+from bench import floor, infra, intake_check, pipeline, ratelimit_phase, report, window
 
 LOG_DIR = report.RESULTS / "logs"
 
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="phase 1 wait, seconds")
     parser.add_argument(
         "--phases",
-        default="pipeline,floor,ratelimit,window,audit",
+        default="pipeline,floor,ratelimit,window,intake,audit",
         help="comma-separated subset",
     )
     parser.add_argument(
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         sandbox.stop()
+    if "intake" in phases:
+        # No services: the contract's own time on hostile bodies (bench/intake_check.py).
+        print("\n== the intake contract on hostile bodies ==", flush=True)
+        results["intake"] = intake_check.main([])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["verdicts"] = report.verdicts(results)
     print()

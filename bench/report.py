@@ -142,6 +142,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             limit["throttled_429"] == 0,
         )
     _window_rows(results, row)
+    intake = results.get("intake")
+    if intake:
+        for check, (ms, shape) in intake["slowest_at_256_kib"].items():
+            row(
+                f"intake contract at 256 KiB, {check} (slowest shape: {shape})",
+                f"{ms:.1f} ms",
+                f"< {intake['target_ms']:.0f} ms",
+                ms < intake["target_ms"],
+            )
     return rows
 
 

@@ -13,7 +13,8 @@ class VendorConfigState(Base):
 
     brand_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     config_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    # sha256 of the canonical JSON sent; secrets are hashed in, never stored.
+    # HMAC-SHA256 (keyed by RECON_VENDOR_DIGEST_KEY) of the canonical JSON sent: secrets are
+    # digested in, never stored, and cannot be guessed from the row. Named before it was keyed.
     content_sha256: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(255))
     pushed_at: Mapped[utc_time] = mapped_column(default=utcnow)

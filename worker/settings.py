@@ -29,6 +29,8 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 # One row per request of the window (worker/budget/limiter.py): bounded, far above any documented
 # limit (1000 per minute; 100 on demo clusters).
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
+#: A key this long cannot be guessed; a shorter one would make the keyed digest guessable again.
+MIN_DIGEST_KEY_CHARS = 32
 
 
 class SettingsError(ValueError):
@@ -179,6 +181,10 @@ class Settings(BaseSettings):
     migration role, grants it its privileges and checks them (see "Database roles")
     """
 
+    vendor_digest_key: SecretStr = Field(SecretStr(""), alias="RECON_VENDOR_DIGEST_KEY")
+    """secret key (at least 32 characters) of the digests `recon vendor push` stores of the
+    configurations it sent; needed when they hold `apiHeaders` values"""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -213,6 +219,16 @@ class Settings(BaseSettings):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in TRANSPORT_ALIASES:
             raise ValueError("not a broker URL (example: amqp://user:password@host:5672//)")
+        return value
+
+    @field_validator("vendor_digest_key")
+    @classmethod
+    def _digest_key_is_long(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < MIN_DIGEST_KEY_CHARS:
+            raise ValueError(
+                f"shorter than {MIN_DIGEST_KEY_CHARS} characters: use a long random value "
+                "(openssl rand -hex 32)"
+            )
         return value
 
     @field_validator("log_level", mode="before")

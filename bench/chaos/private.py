@@ -128,15 +128,18 @@ class PrivatePostgres:
 
 class PrivateRabbit:
     """A second RabbitMQ node: its own node name, AMQP and distribution ports, data and log
-    directories, and an empty plugin list (no management listener to clash with)."""
+    directories, and an empty plugin list (no management listener to clash with). ``config``
+    is added to its rabbitmq.conf (``max_message_size = 262144``, say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, config: str = "") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="recon-chaos-mq-"))
         self.port = infra.free_port()
         self.dist_port = infra.free_port()
         self.node = f"chaos{uuid.uuid4().hex[:8]}@localhost"
         (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n{config}\n"
+        )
         (self.dir / "rabbitmq-env.conf").write_text("")
         (self.dir / "mnesia").mkdir()
         (self.dir / "log").mkdir()

@@ -28,6 +28,8 @@ def push_env(pg_url, clean_db, sandbox) -> dict[str, str]:
             "LOYALTY_API_USERNAME": SANDBOX_USER,
             "LOYALTY_API_PASSWORD": SANDBOX_PASSWORD,
             "LOYALTY_RATE_LIMIT_PER_MINUTE": "60000",
+            # The configurations hold apiHeaders values: the push needs the digest key.
+            "RECON_VENDOR_DIGEST_KEY": "k" * 32,
         }
     )
     env.pop("RECON_LOG_LEVEL", None)  # as a person's shell has it

@@ -58,6 +58,7 @@ def push(
     monkeypatch.setenv("LOYALTY_API_USERNAME", SANDBOX_USER)
     monkeypatch.setenv("LOYALTY_API_PASSWORD", SANDBOX_PASSWORD)
     monkeypatch.setenv("LOYALTY_RATE_LIMIT_PER_MINUTE", "60000")
+    monkeypatch.setenv("RECON_VENDOR_DIGEST_KEY", "k" * 32)
     monkeypatch.delenv("LOYALTY_API_CLIENT_KEY", raising=False)
     monkeypatch.delenv("LOYALTY_BRAND_ID", raising=False)
     vendor_cli.register(cli)

@@ -28,6 +28,7 @@ def _where(url: str) -> str:
 
 def explain(exc: BaseException) -> str | None:
     """One line naming the problem for the errors a user's setup causes; None for a bug."""
+    from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError as BrokerError
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -47,6 +48,15 @@ def explain(exc: BaseException) -> str | None:
         return f"cannot use the database at {where}: {_first_line(exc)}"
     if isinstance(exc, BrokerError | ConnectionError):
         return f"cannot reach the broker (RECON_BROKER_URL): {_first_line(exc)}"
+    if isinstance(exc, AMQPError):
+        from worker.cli.broker import refusal
+        from worker.settings import load_settings
+
+        try:
+            url = load_settings().broker_url
+        except SettingsError:
+            url = ""
+        return refusal(exc, url=url)
     return None
 
 

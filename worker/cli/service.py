@@ -51,8 +51,12 @@ def worker(concurrency: int, hostname: str | None, celery_args: tuple[str, ...])
     Extra arguments are passed to `celery worker`.
     """
     from worker.app import run_worker
+    from worker.cli.broker import check_login
 
-    run_worker(load_settings(), concurrency=concurrency, hostname=hostname, extra=celery_args)
+    settings = load_settings()
+    # Celery would log a refused login as a crash with its traceback; say it in one line.
+    check_login(settings.broker_url)
+    run_worker(settings, concurrency=concurrency, hostname=hostname, extra=celery_args)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -60,8 +64,11 @@ def worker(concurrency: int, hostname: str | None, celery_args: tuple[str, ...])
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run the scheduler: the sweeper every few minutes and the nightly backfill."""
     from worker.app import run_beat
+    from worker.cli.broker import check_login
 
-    run_beat(load_settings(), extra=celery_args)
+    settings = load_settings()
+    check_login(settings.broker_url)
+    run_beat(settings, extra=celery_args)
 
 
 @click.command()

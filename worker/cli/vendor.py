@@ -15,6 +15,7 @@ from worker.loyalty import LoyaltyClient
 from worker.settings import Settings, load_settings
 from worker.vendor_config import (
     InvalidFile,
+    MissingDigestKey,
     Planned,
     VendorConfig,
     load_directory,
@@ -72,7 +73,8 @@ def push(directory: Path, brand_id: int | None, dry_run: bool) -> None:
     Each file is a vendor redemption configuration: the page's request body plus "id" (and
     optionally "brandId"); see worker/vendor_config/__init__.py for the shape. Every problem of a
     file is listed. A configuration whose content is the same as at its last success (5016) is not
-    sent again. Values of apiHeaders are never printed, logged or stored.
+    sent again. Values of apiHeaders are never printed, logged or stored; what is stored to tell a
+    change is keyed by RECON_VENDOR_DIGEST_KEY, which a file holding them needs.
 
     Exit status: 0 when every file is pushed or unchanged, 1 when a file is invalid or its push
     failed (run it again to retry), 2 for a bad argument.
@@ -88,9 +90,14 @@ def push(directory: Path, brand_id: int | None, dry_run: bool) -> None:
         raise click.UsageError(f"{directory} holds no *.json files")
     report = _Report(width=max(len(item.source.name) for item in files))
     engine = engine_for(settings.database_url)
+    key = settings.vendor_digest_key.get_secret_value().encode()
     with unit_of_work(engine) as session:
         valid = [item for item in files if isinstance(item, VendorConfig)]
-        plans = {plan.config.source: plan for plan in plan_push(session=session, configs=valid)}
+        try:
+            planned = plan_push(session=session, configs=valid, digest_key=key)
+        except MissingDigestKey as exc:
+            raise click.ClickException(str(exc)) from None
+        plans = {plan.config.source: plan for plan in planned}
         changed = [plan for plan in plans.values() if plan.changed]
         for item in files:
             if isinstance(item, InvalidFile):

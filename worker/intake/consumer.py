@@ -26,6 +26,7 @@ from kombu.message import Message
 from sqlalchemy import Engine, text
 
 from models.session import database_unavailable, engine_for, unit_of_work
+from worker.intake.broker_cap import UNCAPPED, advice, probe_message_cap
 from worker.intake.contract import EVENT_TYPES
 from worker.intake.store import Stored, store_message, store_rejected
 from worker.observe import metrics
@@ -46,7 +47,8 @@ from worker.settings import Settings, settings_of
 
 log = structlog.get_logger(__name__)
 
-#: Messages in flight on the intake channel; each is one short transaction.
+#: Messages in flight on the intake channel; each is one short transaction. What they can weigh
+#: is bounded only by the broker's max_message_size (checked at start: broker_cap.py).
 INTAKE_PREFETCH = 32
 #: Every intake statement is bounded, so a locked table cannot hold the event loop.
 STATEMENT_TIMEOUT_MS = 10_000
@@ -111,6 +113,21 @@ class Enqueuer:
                 retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
             )
+
+
+def check_message_cap(connection: Any) -> None:
+    """Log whether the broker bounds what the prefetch can hold (worker/intake/broker_cap.py)."""
+    try:
+        state = probe_message_cap(connection)
+    except Exception as exc:
+        log.warning("intake.broker_cap_unknown", error=describe(exc))
+        return
+    problem = advice(state)
+    if problem:
+        event = "intake.broker_uncapped" if state == UNCAPPED else "intake.broker_cap_too_low"
+        log.warning(event, state=state, advice=problem)
+    else:
+        log.info("intake.broker_cap", state=state)
 
 
 def body_bytes(message: Message) -> bytes:
@@ -224,6 +241,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             events=events_queue_for(self._settings),
             task_queue_names=self._task_queue_names(),
         )
+        check_message_cap(c.connection)
         super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:

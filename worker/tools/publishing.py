@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Exchange, Producer
 
 #: Routing key for a line that has no usable ``type`` (the intake will reject it, on record).
@@ -48,3 +52,81 @@ def publish_bodies(
 
 def dumps(event: dict[str, object]) -> bytes:
     return json.dumps(event, separators=(",", ":"), default=str).encode()
+
+
+#: What became of one published line.
+PUBLISHED = "published"
+#: The broker took it, but no queue is bound for its routing key: it is gone.
+UNROUTABLE = "unroutable"
+#: The broker did not take it (a nack, or a channel error such as a message over its size limit).
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Fate:
+    line: int
+    routing_key: str
+    fate: str
+    reason: str = ""
+
+
+def publish_lines(
+    connection: Connection,
+    exchange_name: str,
+    lines: Iterable[tuple[int, bytes]],
+    *,
+    fallback_routing_key: str = FALLBACK_ROUTING_KEY,
+) -> Iterator[Fate]:
+    """Publish numbered bodies one at a time, each ``mandatory`` and confirmed, and say what
+    became of each: the broker returns an unroutable message before it confirms it, so its fate
+    is known when the confirm arrives. ``connection`` must have ``confirm_publish`` set."""
+    exchange = Exchange(exchange_name, type="topic", durable=True)
+    returned: list[str] = []
+
+    def on_return(exc: Any, *_: Any) -> None:
+        returned.append(str(getattr(exc, "reply_text", "") or exc))
+
+    def producer() -> Producer:
+        channel = connection.channel()
+        exchange(channel).declare()
+        return Producer(channel, exchange=exchange, on_return=on_return)
+
+    current = producer()
+    try:
+        for number, body in lines:
+            key = routing_key_for(body, fallback_routing_key)
+            returned.clear()
+            try:
+                current.publish(
+                    body,
+                    routing_key=key,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    mandatory=True,
+                )
+            except MessageNacked:
+                yield Fate(number, key, REFUSED, "the broker did not confirm it (nack)")
+                continue
+            except connection.channel_errors as exc:
+                # The broker closed the channel over this message; the next one gets a new one.
+                yield Fate(number, key, REFUSED, _reply(exc))
+                _close(current)
+                current = producer()
+                continue
+            if returned:
+                yield Fate(number, key, UNROUTABLE, f"no queue is bound for {key!r}")
+            else:
+                yield Fate(number, key, PUBLISHED)
+    finally:
+        _close(current)
+
+
+def _close(producer: Producer) -> None:
+    with contextlib.suppress(Exception):
+        producer.channel.close()
+
+
+def _reply(exc: BaseException) -> str:
+    text = str(getattr(exc, "reply_text", "") or exc).strip()
+    return text.split(" - ", 1)[-1].splitlines()[0] if text else type(exc).__name__

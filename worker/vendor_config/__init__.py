@@ -35,17 +35,25 @@ records ``gave_up`` and is sent again by the next push; refused credentials stop
 """
 
 from worker.vendor_config.files import InvalidFile, VendorConfig, load_directory, load_file
-from worker.vendor_config.push import Planned, PushResult, content_sha256, plan_push, push_config
+from worker.vendor_config.push import (
+    MissingDigestKey,
+    Planned,
+    PushResult,
+    content_digest,
+    plan_push,
+    push_config,
+)
 from worker.vendor_config.validate import Problem, check_document
 
 __all__ = [
     "InvalidFile",
+    "MissingDigestKey",
     "Planned",
     "Problem",
     "PushResult",
     "VendorConfig",
     "check_document",
-    "content_sha256",
+    "content_digest",
     "load_directory",
     "load_file",
     "plan_push",

@@ -1,15 +1,19 @@
 """Sending the configurations that changed since their last success, and recording the answers.
 
-Change detection: the sha256 of what would be sent (brand, id, and the body as canonical JSON
-with sorted keys) is compared with ``VendorConfigState.content_sha256``, which is written only
-on a 5016. The hash covers ``apiHeaders`` too, so rotating a vendor credential is a change; the
-values themselves are never stored.
+Change detection: a digest of what would be sent (brand, id, and the body as canonical JSON with
+sorted keys) is compared with ``VendorConfigState.content_sha256``, which is written only on a
+5016. The digest covers ``apiHeaders`` too, so rotating a vendor credential is a change; the values
+themselves are never stored. It is an HMAC-SHA256 keyed by ``RECON_VENDOR_DIGEST_KEY``: a plain
+hash of a body whose every other byte is under version control would let anyone who reads the
+table test guesses of the credential offline. Without the key, a body holding header values is not
+pushed at all (``MissingDigestKey``); one without them needs no secret, and gets the empty key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,17 +56,35 @@ class PushResult:
     unauthorized: bool = False
 
 
-def content_sha256(config: VendorConfig) -> str:
-    """sha256 of what would be sent: brand, id and the body as canonical JSON."""
+class MissingDigestKey(ValueError):
+    """Configurations hold header values, and there is no key to digest them with."""
+
+
+def content_digest(config: VendorConfig, *, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of what would be sent: brand, id and the body as canonical JSON."""
     canonical = json.dumps(config.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     text = f"{config.brand_id}\n{config.config_id}\n{canonical}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def plan_push(*, session: Session, configs: Sequence[VendorConfig]) -> list[Planned]:
+def require_digest_key(configs: Sequence[VendorConfig], *, key: bytes) -> None:
+    """Raise ``MissingDigestKey`` when a configuration holds header values and ``key`` is empty."""
+    with_secrets = [config.source.name for config in configs if header_values(config.body)]
+    if with_secrets and not key:
+        raise MissingDigestKey(
+            f"RECON_VENDOR_DIGEST_KEY is not set, and {len(with_secrets)} configuration(s) hold "
+            f"apiHeaders values ({', '.join(with_secrets[:3])}): set it to a long random value "
+            "(openssl rand -hex 32) that stays the same between pushes"
+        )
+
+
+def plan_push(
+    *, session: Session, configs: Sequence[VendorConfig], digest_key: bytes
+) -> list[Planned]:
     """Each configuration, with whether it changed since its last success (one query)."""
     if not configs:
         return []
+    require_digest_key(configs, key=digest_key)
     keys = [(config.brand_id, config.config_id) for config in configs]
     stored = {
         (state.brand_id, state.config_id): state.content_sha256
@@ -74,7 +96,7 @@ def plan_push(*, session: Session, configs: Sequence[VendorConfig]) -> list[Plan
     }
     planned = []
     for config, key in zip(configs, keys, strict=True):
-        digest = content_sha256(config)
+        digest = content_digest(config, key=digest_key)
         planned.append(Planned(config, digest, changed=stored.get(key) != digest))
     return planned
 
