@@ -29,7 +29,7 @@ from worker.loyalty.validation import (
     check_points,
     check_points_update,
 )
-from worker.masking import MASK, excerpt, redact, redact_event_dict
+from worker.observe.masking import MASK, excerpt, redact, redact_event_dict
 
 # The platform's ids are Java longs; written out here, not imported from the module under test.
 JAVA_LONG_MAX = 2**63 - 1

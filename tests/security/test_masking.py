@@ -255,7 +255,7 @@ def credential_keys(draw: st.DrawFn) -> str:
 )
 @examples(max_examples=300, deadline=None)
 def test_no_spelling_of_a_credential_key_lets_its_value_through(key, secret, form):
-    from worker.masking import redact, shown, shown_excerpt
+    from worker.observe.masking import redact, shown, shown_excerpt
 
     if form == "json":
         seen = shown_excerpt(json.dumps({"event_id": "e", key: secret}).encode(), 300)

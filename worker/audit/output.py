@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from worker.masking import printable
+from worker.observe.masking import printable
 
 FORMATS = ("table", "json", "csv")
 STREAM_FORMATS = ("csv", "jsonl")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.events import REJECTED, InboxEvent
-from worker.masking import shown, shown_excerpt
+from worker.observe.masking import shown, shown_excerpt
 
 REJECTED_FIELDS = (
     "received_at", "event_id", "routing_key", "reason", "size", "excerpt",

@@ -27,7 +27,7 @@ from worker.intake.contract import (
     parse_event,
 )
 from worker.intake.rows import add_rows
-from worker.masking import storable_text
+from worker.observe.masking import storable_text
 
 #: A rejected message keeps up to this many of its bytes (all of any body within the intake's
 #: limit) and a text excerpt of the first ones; size and SHA-256 are always of the whole body.

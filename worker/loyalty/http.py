@@ -30,8 +30,8 @@ from worker.loyalty.errors import (
 )
 from worker.loyalty.exchange import Exchange
 from worker.loyalty.transport import parse_retry_after, session_factory, transport_error
-from worker.masking import excerpt
 from worker.observe import metrics
+from worker.observe.masking import excerpt
 
 T = TypeVar("T")
 LOGGER_NAME = "worker.loyalty"

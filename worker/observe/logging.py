@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from worker.masking import redact_event_dict
+from worker.observe.masking import redact_event_dict
 
 _configured = False
 

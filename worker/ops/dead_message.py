@@ -1,8 +1,9 @@
 """One dead-lettered message as `recon dead` and the audit page see it.
 
 Everything in a dead letter but its routing key and the x-death entry's queue and reason was
-written by whoever published it, so it is shown masked, escaped and cut (``worker/masking.py``),
-and never used as an address (``worker/ops/replay_rules.py`` decides where a replay may go).
+written by whoever published it, so it is shown masked, escaped and cut
+(``worker/observe/masking.py``), and never used as an address (``worker/ops/replay_rules.py``
+decides where a replay may go).
 
 A message is named by an ``id`` the product computes (a digest of its body, headers, properties
 and routing key), never by its publisher's ``message_id``: two different messages cannot be
@@ -19,7 +20,7 @@ from typing import Any
 
 from kombu.message import Message
 
-from worker.masking import CUT, MAX_DEPTH, redact, shown, shown_excerpt
+from worker.observe.masking import CUT, MAX_DEPTH, redact, shown, shown_excerpt
 from worker.queues import DEAD_AT_HEADER, ORIGINAL_EXCHANGE_HEADER, REASON_HEADER
 
 EXCERPT_CHARS = 300

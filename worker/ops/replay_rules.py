@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.dead_tasks import task_fingerprint
-from worker.masking import parse_json, shown
+from worker.observe.masking import parse_json, shown
 from worker.ops.dead_message import DeadMessage, latest_death, text
 from worker.queues import ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER
 

@@ -29,7 +29,7 @@ from models.upsert import insert
 from models.vendor import VendorConfigState
 from worker.budget.limiter import Throttled
 from worker.loyalty import Exchange, LoyaltyError, Transient, Unauthorized, VendorClient
-from worker.masking import MASK
+from worker.observe.masking import MASK
 from worker.reconcile.outcomes import Verdict, add_outcome
 from worker.vendor_config.files import VendorConfig
 
