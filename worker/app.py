@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,14 @@ from celery.schedules import crontab
 
 from worker.observe import banner, exporter
 from worker.observe.logging import configure_logging, is_configured
-from worker.queues import DEAD_QUEUE, TASK_EXCHANGE, TASK_QUEUE, task_queue, task_queue_names
+from worker.queues import (
+    DEAD_QUEUE,
+    TASK_EXCHANGE,
+    TASK_QUEUE,
+    header_recursion_limit,
+    task_queue,
+    task_queue_names,
+)
 from worker.settings import Settings, SettingsError, hold_settings, load_settings, settings_of
 
 #: Every module that declares tasks.
@@ -180,6 +188,14 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     except SettingsError:
         level = "INFO"  # the worker's start names the bad setting itself
     configure_logging(level)
+
+
+@signals.worker_init.connect
+def _room_for_nested_headers(**_: Any) -> None:
+    # The worker's main process reads the broker for the life of the worker, so the room py-amqp
+    # needs to decode a publisher's deeply nested headers cannot be given per read as `recon
+    # dead` does: without it one message stops the worker (and, restarted, again).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), header_recursion_limit()))
 
 
 @signals.task_prerun.connect

@@ -83,3 +83,20 @@ def declare_topology(
             events(channel).declare()
         for name in task_queue_names:
             task_queue(name)(channel).declare()
+
+
+#: The largest frame py-amqp offers (its default, and RabbitMQ's): a message's header table must
+#: fit in one.
+FRAME_MAX = 131_072
+
+
+def header_recursion_limit(frame_max: int | None = None) -> int:
+    """A recursion limit at which py-amqp can decode any header table one frame can hold.
+
+    py-amqp decodes a header table recursively, one Python call per level, and any publisher can
+    nest one about ``frame_max / 7`` levels deep (18,000 at 128 KiB), far past Python's default
+    limit of 1,000: the RecursionError would escape whatever was reading the connection (the
+    worker's event loop: "Unrecoverable error", the worker exits). Python-to-Python calls take no
+    C stack (3.11+), so the room costs nothing but the interpreter's counter.
+    """
+    return (frame_max or FRAME_MAX) // 4 + 2_000

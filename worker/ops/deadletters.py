@@ -43,7 +43,7 @@ from worker.ops.replay_rules import (
     plan,
     unrecorded,
 )
-from worker.queues import DEAD_QUEUE
+from worker.queues import DEAD_QUEUE, header_recursion_limit
 
 #: The dead-letter queues the product declares (one today; `recon dead` walks them all).
 DEAD_QUEUES: tuple[Queue, ...] = (DEAD_QUEUE,)
@@ -109,17 +109,12 @@ def _walk(connection: Connection, queue: Queue) -> Iterator[Iterator[Message]]:
 
 @contextmanager
 def _room_for_nested_headers(connection: Connection) -> Iterator[None]:
-    """Let py-amqp decode headers nested as deep as one frame can hold.
-
-    py-amqp decodes a header table recursively, one Python call per level, and a publisher can
-    nest them about ``frame_max / 5`` levels deep (26,000 at the default 128 KiB), far past
-    Python's limit of 1,000: the RecursionError would stop every listing at that message. Calls
-    from Python to Python take no C stack (3.11+), so the limit is raised for the decoding only;
-    everything after it (``dead_message``, ``masking``) is bounded by depth itself.
-    """
-    frame_max = getattr(connection.connection, "frame_max", None) or 131_072
+    """Let py-amqp decode headers nested as deep as one frame can hold
+    (``queues.header_recursion_limit``), for the decoding only: everything after it
+    (``dead_message``, ``masking``) is bounded by depth itself."""
+    frame_max = getattr(connection.connection, "frame_max", None)
     previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, frame_max // 4 + 2_000))
+    sys.setrecursionlimit(max(previous, header_recursion_limit(frame_max)))
     try:
         yield
     finally:
