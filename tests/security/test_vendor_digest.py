@@ -96,3 +96,32 @@ def test_a_short_key_is_refused_by_name(push: CliRunner, tmp_path: Path, monkeyp
     assert result.exit_code == 1
     assert "RECON_VENDOR_DIGEST_KEY: shorter than 32 characters" in result.stderr
     assert "short" not in result.stderr.replace("shorter", "")
+
+
+def test_the_upgrade_forgets_the_unkeyed_digests_release_0_2_stored():
+    from models.session import build_engine
+    from tests import services
+    from worker.ops import migrate
+
+    url = services.create_database("recon_vdig")
+    try:
+        migrate.upgrade(url, "3b9e6f2d0c41")  # the schema just before the digests were forgotten
+        unkeyed = hashlib.sha256(b'61\n1\n{"apiHeaders":{"X-Api-Key":"guess"}}').hexdigest()
+        engine = build_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO vendor_configs (brand_id, config_id, content_sha256, source, "
+                        "pushed_at) VALUES (61, 1, :digest, 'a.json', now())"
+                    ),
+                    {"digest": unkeyed},
+                )
+            migrate.upgrade(url)
+            with engine.connect() as conn:
+                kept = conn.execute(text("SELECT content_sha256 FROM vendor_configs")).scalars()
+                assert list(kept) == [""]
+        finally:
+            engine.dispose()
+    finally:
+        services.drop_database(url)
