@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, intpk, money, utc_time, utcnow
 
 KINDS = ("coupon", "points", "points_redeem", "vendor")
 STATUSES = ("succeeded", "failed", "retrying", "gave_up", "unknown", "skipped")
+#: What the failures list shows; the partial index below holds exactly these rows.
+FAILURE_STATUSES = ("failed", "gave_up")
+_FAILURES = text("status IN ('failed', 'gave_up')")
 
 
 class Outcome(Base):
@@ -23,6 +26,17 @@ class Outcome(Base):
         Index("ix_outcomes_customer_at", "customer", "at"),
         # The audit page's summary: counted from the index alone, without visiting the table.
         Index("ix_outcomes_at_kind_status_code", "at", "kind", "status", "code"),
+        # The failures list (`recon audit failures`, newest first, a window, a limit): a day holds
+        # a few thousand failures among ~30k rows. On (status, at) the two statuses come out of
+        # two ranges that must be merged and sorted before the limit applies; this index holds
+        # only failures, already in the list's order, so the scan stops at the limit.
+        Index(
+            "ix_outcomes_failures_at_id",
+            "at",
+            "id",
+            postgresql_where=_FAILURES,
+            sqlite_where=_FAILURES,
+        ),
     )
 
     id: Mapped[intpk]

@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     before it is dead-lettered to `recon.dead`
     """
 
+    intake_batch_size: int = Field(200, alias="RECON_INTAKE_BATCH_SIZE", ge=1, le=2000)
+    """events the intake stores in one transaction and acknowledges with one ack (it fetches
+    twice as many ahead)
+    """
+
+    intake_flush_ms: int = Field(20, alias="RECON_INTAKE_FLUSH_MS", ge=1, le=1000)
+    """longest a partial batch waits for more events before the intake stores it, in
+    milliseconds
+    """
+
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case (unset, a command that prints a report
     logs only warnings on a terminal: see "The CLI")

@@ -1,12 +1,13 @@
 """Whether the broker itself refuses messages the intake would refuse for their size.
 
-The intake refuses a body over ``MAX_BODY_BYTES``, but only once RabbitMQ has delivered it, and it
-holds up to ``INTAKE_PREFETCH`` deliveries at a time: the memory a publisher can make a worker hold
-is that prefetch times the largest message the broker accepts, 128 MiB by default (4 GiB in all).
-A consumer cannot bound it by bytes (RabbitMQ answers a ``basic.qos`` ``prefetch_size`` with
-540 NOT_IMPLEMENTED), so the bound is the broker's ``max_message_size`` (rabbitmq.conf, 3.8 and
-later; README, "The broker"). It is a node setting: no policy, queue argument or AMQP method sets
-or reads it (a policy's ``max-length-bytes`` bounds a queue's total, not one message).
+The intake refuses a body over ``MAX_BODY_BYTES``, but only once RabbitMQ has delivered it. It
+stores a batch once the batch holds ``MAX_BATCH_BYTES`` (consumer.py), so what a publisher can
+make a worker hold is that plus one message as large as the broker accepts: 128 MiB by default.
+A consumer cannot bound the prefetch by bytes (RabbitMQ answers a ``basic.qos``
+``prefetch_size`` with 540 NOT_IMPLEMENTED), so the bound on one message is the broker's
+``max_message_size`` (rabbitmq.conf, 3.8 and later; README, "The broker"). It is a node
+setting: no policy, queue argument or AMQP method sets or reads it (a policy's
+``max-length-bytes`` bounds a queue's total, not one message).
 
 So it is checked the only way a client can: by publishing one body a byte over the limit, which a
 capped broker refuses by closing the channel (406 PRECONDITION_FAILED), and one at the limit, which

@@ -39,12 +39,13 @@ def match_keys(event: Event) -> list[str]:
     return keys
 
 
-def add_rows(session: Session, event: Event) -> tuple[set[str], set[int]]:
+def add_rows(session: Session, event: Event, *, locked: bool = False) -> tuple[set[str], set[int]]:
     """Write what an accepted event becomes; return the orders and the redeem requests it made
-    ready to work on."""
+    ready to work on. ``locked``: the caller already holds the event's matching locks."""
     orders: set[str] = set()
     redeem_requests: set[int] = set()
-    lock_match_keys(session, match_keys(event))
+    if not locked:
+        lock_match_keys(session, match_keys(event))
     if isinstance(event, CouponRedeemed | PointsRedeemed):
         transaction = _add_redemption(session, event)
         if transaction is not None:
