@@ -1,0 +1,150 @@
+"""A batch through real RabbitMQ into real PostgreSQL: each message still gets exactly one fate.
+
+The batch is fetched unacknowledged from the events queue and handed to the intake's own
+``handle_batch``. Whether everything was acknowledged is asked of the broker: the channel is
+closed, which returns whatever it still held to the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+from sqlalchemy import Engine, event, select, text
+
+from models.events import InboxEvent
+from models.redemptions import Redemption
+from models.session import build_engine, unit_of_work
+from tests import services
+from tests.factories import events
+from tests.intake.conftest import Broker
+from tests.workers import wait_for
+from worker.intake.fates import handle_batch
+from worker.queues import task_queue
+
+
+def fetch_all(broker: Broker, bodies: list[bytes], routing_key: str = "coupon.redeemed") -> list:
+    for body in bodies:
+        broker.publish(body, routing_key)
+    return [broker.fetch() for _ in bodies]
+
+
+def settle(broker: Broker, engine: Engine, messages: list) -> int:
+    return handle_batch(
+        messages,
+        engine=engine,
+        publish=broker.enqueuer.publish,
+        dead_letter=broker.enqueuer.dead_letter,
+    )
+
+
+def left_in_queue(broker: Broker) -> int:
+    """Messages ready in the events queue once the fetching channel gave back what it held."""
+    broker.channel.close()
+    broker.channel = broker.connection.channel()
+    broker.channel.auto_decode = False
+    return broker.depth(broker.events.name)
+
+
+def inbox(engine: Engine) -> list[InboxEvent]:
+    with unit_of_work(engine) as session:
+        return list(session.scalars(select(InboxEvent).order_by(InboxEvent.id)))
+
+
+def count_transactions(engine: Engine) -> list[int]:
+    begun = [0]
+    event.listen(engine, "begin", lambda _conn: begun.__setitem__(0, begun[0] + 1))
+    return begun
+
+
+@pytest.fixture
+def poison_db(pg_url: str, clean_db: Engine):
+    """The test database with redemptions refusing the order 'poison': a real server saying no
+    to one row of a batch for its content."""
+    engine = build_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("ALTER TABLE redemptions ADD CONSTRAINT no_poison CHECK (order_ref <> 'poison')")
+        )
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE redemptions DROP CONSTRAINT no_poison"))
+    engine.dispose()
+
+
+def test_one_row_the_database_refuses_costs_a_few_transactions_and_only_that_message(
+    broker, poison_db
+):
+    refs = [f"batch-{n}" for n in range(7)]
+    refs.insert(5, "poison")
+    bodies = [events.body(events.coupon_redeemed(ref, 900 + n)) for n, ref in enumerate(refs)]
+    messages = fetch_all(broker, bodies)
+    begun = count_transactions(poison_db)
+
+    assert settle(broker, poison_db, messages) == len(messages)
+    transactions = begun[0]
+
+    rows = inbox(poison_db)
+    assert sorted(row.order_ref or json.loads(row.raw_body)["order_ref"] for row in rows) == sorted(
+        refs
+    )
+    fates = {(row.order_ref or json.loads(row.raw_body)["order_ref"]): row for row in rows}
+    assert fates["poison"].status == "rejected"
+    assert fates["poison"].reason.startswith("could not be stored: IntegrityError")
+    assert fates["poison"].raw_bytes == bodies[5]
+    assert all(fates[ref].status == "accepted" for ref in refs if ref != "poison")
+    with unit_of_work(poison_db) as session:
+        stored = sorted(session.scalars(select(Redemption.order_ref)))
+    assert stored == sorted(ref for ref in refs if ref != "poison")
+    # Halving: about two transactions per level down to the culprit, not one per message.
+    assert transactions <= 2 * math.ceil(math.log2(len(messages))) + 2
+    assert left_in_queue(broker) == 0
+
+
+def test_a_batch_keeps_arrival_order_duplicates_and_rejects_as_one_message_at_a_time(
+    broker, clean_db
+):
+    redemption = events.body(events.coupon_redeemed("batch-order", 31))
+    bill = events.body(events.transaction_completed("batch-order"))
+    bodies = [redemption, b"\xff not an event", redemption, bill]
+    messages = fetch_all(broker, bodies)
+
+    assert settle(broker, clean_db, messages) == 4
+
+    assert Counter(row.status for row in inbox(clean_db)) == {"accepted": 2, "rejected": 1}
+    with unit_of_work(clean_db) as session:
+        linked = session.scalars(select(Redemption.transaction_id)).one()
+    assert linked is not None  # the bill found the redemption stored earlier in its batch
+    task = broker.fetch(task_queue())
+    assert task.headers["task"] == "recon.reconcile_order"
+    assert json.loads(task.body)[0] == ["batch-order"]
+    task.ack()
+    assert left_in_queue(broker) == 0
+
+
+def test_a_batch_the_database_cannot_take_stays_whole_in_the_queue(broker):
+    missing = services.create_database("recon_batch_down")
+    services.drop_database(missing)
+    engine = build_engine(missing)
+    bodies = [events.body(events.coupon_redeemed(f"down-{n}", 60 + n)) for n in range(5)]
+    messages = fetch_all(broker, bodies)
+    try:
+        assert settle(broker, engine, messages) == 0
+    finally:
+        engine.dispose()
+    assert not any(message.acknowledged for message in messages)
+    assert left_in_queue(broker) == len(bodies)
+
+
+@pytest.mark.e2e
+def test_a_partial_batch_is_stored_without_waiting_for_it_to_fill(workers, clean_db):
+    # A batch of a thousand that three messages would never fill: they are stored and
+    # acknowledged all the same, so the queue drains.
+    workers.start("w1", RECON_INTAKE_BATCH_SIZE="1000")
+    bodies = [events.body(events.coupon_redeemed(f"lone-{n}", 70 + n)) for n in range(3)]
+    workers.publish(*bodies)
+    wait_for(lambda: len(inbox(clean_db)) == 3, timeout=60)
+    workers.wait_until_idle()
+    assert {row.order_ref for row in inbox(clean_db)} == {"lone-0", "lone-1", "lone-2"}
