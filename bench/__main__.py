@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from bench import floor, infra, intake_check, pipeline, ratelimit_phase, report, window
+from bench import backlog, floor, infra, intake_check, pipeline, ratelimit_phase, report, window
 
 LOG_DIR = report.RESULTS / "logs"
 
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="phase 1 wait, seconds")
     parser.add_argument(
         "--phases",
-        default="pipeline,floor,ratelimit,window,intake,audit",
-        help="comma-separated subset",
+        default="pipeline,floor,ratelimit,window,backlog,intake,audit",
+        help="comma-separated subset; `scaling` (not in the default) adds the backlog by workers",
     )
     parser.add_argument(
         "--window-parts",
@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--backfill-coupons", type=int, default=4, help="window phase: items per backfill call"
     )
+    parser.add_argument("--backlog-orders", type=int, default=25_000, help="backlog: orders")
+    parser.add_argument("--backlog-workers", type=int, default=2, help="backlog: worker processes")
+    parser.add_argument("--backlog-concurrency", type=int, default=1, help="backlog: -c of each")
+    parser.add_argument("--backlog-timeout", type=float, default=1800.0, help="backlog: wait, s")
+    parser.add_argument("--scaling-orders", type=int, default=5_000, help="scaling: orders")
+    parser.add_argument("--scaling-shapes", default="1x1,2x1,4x1,1x2", help="scaling: workers x -c")
     parser.add_argument("--audit-rows", type=int, default=None, help="rows for audit_lookups")
     return parser.parse_args(argv)
 
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     failed: list[str] = []
     try:
-        for name in ("pipeline", "floor", "ratelimit", "window"):
+        for name in ("pipeline", "floor", "ratelimit", "window", "backlog", "scaling"):
             if name not in phases:
                 continue
             try:
@@ -246,7 +252,43 @@ def _window(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str
     return result
 
 
-PHASES = {"pipeline": _pipeline, "floor": _floor, "ratelimit": _ratelimit, "window": _window}
+def _backlog(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== the backlog: everything queued at once, no budget bound ==", flush=True)
+    return backlog.run(
+        sandbox,
+        orders=args.backlog_orders,
+        workers=args.backlog_workers,
+        concurrency=args.backlog_concurrency,
+        log_dir=LOG_DIR,
+        timeout=args.backlog_timeout,
+    )
+
+
+def _scaling(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from bench import scaling  # only when asked: it is not in the default phases
+
+    print(f"\n== scaling out: the backlog of {args.scaling_orders:,} orders ==", flush=True)
+    shapes = [tuple(map(int, shape.split("x"))) for shape in args.scaling_shapes.split(",")]
+    rows = scaling.run(
+        sandbox,
+        orders=args.scaling_orders,
+        shapes=[(workers, concurrency) for workers, concurrency in shapes],
+        log_dir=LOG_DIR,
+        timeout=args.backlog_timeout,
+        report=lambda row: print(f"  {row}", flush=True),
+    )
+    scaling.print_table(rows)
+    return rows
+
+
+PHASES: dict[str, Any] = {
+    "pipeline": _pipeline,
+    "floor": _floor,
+    "ratelimit": _ratelimit,
+    "window": _window,
+    "backlog": _backlog,
+    "scaling": _scaling,
+}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import backlog
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RSS_LIMIT_MB = 150.0
@@ -142,6 +144,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             limit["throttled_429"] == 0,
         )
     _window_rows(results, row)
+    if results.get("backlog"):
+        backlog.verdict_rows(results["backlog"], row)
     intake = results.get("intake")
     if intake:
         for check, (ms, shape) in intake["slowest_at_256_kib"].items():
