@@ -86,6 +86,7 @@ def intake_floor(backend: infra.Backend, method: str, expected: int) -> dict[str
         db.execute(FLOOR_TABLE)
         db.commit()
         channel = amqp.channel()
+        channel.auto_decode = False  # the bytes as they came, as the intake keeps them
         queue = Queue(f"bench.floor.{method}", no_declare=True)
         with Consumer(channel, [queue], on_message=pending.append, prefetch_count=2 * FLOOR_BATCH):
             while done < expected:

@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 from sqlalchemy import Engine, event, select, text
+from structlog.testing import capture_logs
 
 from models.events import InboxEvent
 from models.redemptions import Redemption
@@ -22,6 +23,7 @@ from tests.factories import events
 from tests.intake.conftest import Broker
 from tests.workers import wait_for
 from worker.intake.fates import handle_batch
+from worker.intake.store import Stored
 from worker.queues import task_queue
 
 
@@ -148,3 +150,23 @@ def test_a_partial_batch_is_stored_without_waiting_for_it_to_fill(workers, clean
     wait_for(lambda: len(inbox(clean_db)) == 3, timeout=60)
     workers.wait_until_idle()
     assert {row.order_ref for row in inbox(clean_db)} == {"lone-0", "lone-1", "lone-2"}
+
+
+def test_a_batch_of_tasks_is_confirmed_with_its_task_sent_events_on_the_same_channel(broker):
+    # Celery publishes a task-sent event beside each task when task events are on (the worker's
+    # default): the confirm wait must count those too, or it waits for confirms that never come.
+    broker.app.conf.task_send_sent_event = True
+    batches = [
+        [Stored("accepted", f"e{n}", orders={f"sent-{n}-a", f"sent-{n}-b"})] for n in range(3)
+    ]
+    with capture_logs() as logs:
+        for batch in batches:
+            broker.enqueuer.publish(batch)
+    assert [entry for entry in logs if entry["log_level"] != "debug"] == []
+    names = []
+    for _ in range(6):
+        task = broker.fetch(task_queue())
+        names.append(json.loads(task.body)[0][0])
+        task.ack()
+    assert sorted(names) == sorted(f"sent-{n}-{x}" for n in range(3) for x in "ab")
+    broker.enqueuer.close()

@@ -84,9 +84,6 @@ class Enqueuer:
         channel = self._confirming_channel()
         producer = Producer(channel)
         for name, argument in tasks:
-            if self._confirms:
-                self._unconfirmed.add(self._next_tag)
-                self._next_tag += 1
             self._app.send_task(name, args=[argument], queue=live, producer=producer, retry=False)
         if self._confirms:
             self._wait_for_confirms()
@@ -106,6 +103,17 @@ class Enqueuer:
             return self._channel
         channel = connection.channel()
         channel.confirm_select()
+        # Every publish on the channel takes the next delivery tag, Celery's own task-sent
+        # events included: count them where they all pass (py-amqp swaps this attribute per
+        # instance itself, for its confirm_publish).
+        publish = channel.basic_publish
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._unconfirmed.add(self._next_tag)
+            self._next_tag += 1
+            return publish(*args, **kwargs)
+
+        channel.basic_publish = counted
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self._connection, self._channel, self._confirms = connection, channel, True
