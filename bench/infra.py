@@ -28,7 +28,8 @@ from worker.ops import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-RECON = str(Path(PYTHON).with_name("recon"))
+#: RECON_BENCH_RECON runs another build's workers under this benchmark (a before/after).
+RECON = os.environ.get("RECON_BENCH_RECON") or str(Path(PYTHON).with_name("recon"))
 USERNAME, PASSWORD = "store.server", "server123"
 TASK_QUEUE, EVENTS_QUEUE, EVENTS_EXCHANGE = "recon.reconcile", "recon.events", "orders"
 
