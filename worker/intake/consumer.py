@@ -95,6 +95,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         self._batch: list[Message] = []
         self._batch_bytes = 0
         self._flush_entry: Any = None
+        self._flush_now = False
         self._held: list[Message] = []
         self._paused = False
         self._probe_delay = PROBE_FIRST_SECONDS
@@ -142,23 +143,36 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             return
         self._batch.append(message)
         self._batch_bytes += len(message.body or b"")
-        full = len(self._batch) >= self._settings.intake_batch_size
-        if full or self._batch_bytes >= MAX_BATCH_BYTES:
-            self._flush()
-        elif self._flush_entry is None:
-            delay = self._settings.intake_flush_ms / 1000
-            self._flush_entry = self._timer.call_after(delay, self._flush)
+        if self._batch_bytes >= MAX_BATCH_BYTES:
+            self._flush()  # now: what the worker holds stays bounded
+        elif len(self._batch) >= self._settings.intake_batch_size:
+            # Full: stored on the loop's next turn, not inside this callback, which may run
+            # within another wait on the connection (a worker starting on a backlog receives
+            # deliveries while it waits for the task queue's consume-ok).
+            self._schedule_flush(0.0)
+        else:
+            self._schedule_flush(self._settings.intake_flush_ms / 1000)
+
+    def _schedule_flush(self, delay: float) -> None:
+        if self._flush_entry is not None and (delay > 0 or self._flush_now):
+            return
+        self._cancel_flush()
+        self._flush_now = delay == 0
+        self._flush_entry = self._timer.call_after(delay, self._flush)
 
     def _flush(self) -> None:
-        """Store what the batch holds now; hold what the database could not take."""
+        """Store what the batch holds now, a batch size at a time; hold what the database
+        could not take (and everything after it)."""
         self._cancel_flush()
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        if not batch:
-            return
-        done = self._settle(batch)
-        if done < len(batch):
-            self._hold(batch[done:])
-            self._pause()
+        pending, self._batch, self._batch_bytes = self._batch, [], 0
+        size = self._settings.intake_batch_size
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            done = self._settle(batch)
+            if done < len(batch):
+                self._hold(pending[start + done :])
+                self._pause()
+                return
 
     def _cancel_flush(self) -> None:
         if self._flush_entry is not None:
