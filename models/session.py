@@ -37,6 +37,17 @@ def shown_url(url: str) -> str:
         return "RECON_DATABASE_URL"
 
 
+def primary_not_writable(url: str) -> str:
+    """``url`` for connections that make themselves read-only (the web page's): libpq's
+    ``read-write`` would refuse every host for them, since it reads the session's own
+    ``default_transaction_read_only``; ``primary`` still picks the primary, by recovery state."""
+    parsed = make_url(normalise_url(url))
+    if parsed.query.get("target_session_attrs") != "read-write":
+        return url
+    parsed = parsed.update_query_dict({"target_session_attrs": "primary"})
+    return parsed.render_as_string(hide_password=False)
+
+
 def database_url_problem(url: str) -> str | None:
     """Why SQLAlchemy cannot use ``url`` with the drivers we ship, in one line; None when it can."""
     try:
