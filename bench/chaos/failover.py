@@ -44,6 +44,8 @@ from worker.ops import migrate
 DATABASE = "recon_chaos"
 #: Tables whose rows a lagging standby may never have received, counted on both sides.
 COUNTED = ("inbox_events", "outcomes", "rate_limit_slots_used")
+#: (g) lagging run: the sweeper re-drives work left open this long.
+SWEEP_AFTER_S = 20
 
 
 def failover(
@@ -150,7 +152,14 @@ def _lagging_standby(
     stack = None
     try:
         database_url, broker_url, vhost = _backend(pair, "lag")
-        env = {"LOYALTY_RATE_LIMIT_PER_MINUTE": str(budget)}
+        # The work done in the lag is forgotten with its rows, while its task messages were
+        # acknowledged: only the sweeper takes it again. A quick sweeper lets the run see that
+        # happen (at its defaults it would take RECON_SWEEP_AFTER_SECONDS, 5 minutes).
+        env = {
+            "LOYALTY_RATE_LIMIT_PER_MINUTE": str(budget),
+            "RECON_SWEEP_AFTER_SECONDS": str(SWEEP_AFTER_S),
+            "RECON_SWEEP_INTERVAL_SECONDS": "5",
+        }
         stack = Stack("lag", database_url, broker_url, sandbox, log_dir, extra_env=env)
         fleet, engine = stack.start([scenario])
         publisher = Publisher(broker_url)
@@ -174,14 +183,16 @@ def _lagging_standby(
         promoted = pair.promote()
         on_standby = _row_counts(pair.standby, since=held_at)
         print(f"    primary killed {hold_s:.0f} s behind ({behind} bytes); standby promoted")
-        # Lost messages never settle: wait for the work that still exists to finish instead.
+        # Lost messages never settle: wait for the stored work to be terminal instead.
         settled_s = _wait_open_work(engine, prefix, since=promoted, timeout=240, fleet=fleet)
+        stats = sandbox.stats()
+        known = counts(engine, prefix)["references"]
         result = figures(
             engine,
             prefix,
             scenario,
             publisher.published,
-            sandbox.stats(),
+            stats,
             recovery_s=settled_s,
             manual_restarts=fleet.manual_restarts,
             dead_lettered=_dead_letters(broker_url),
@@ -192,6 +203,10 @@ def _lagging_standby(
             rows_lost={name: on_primary[name] - on_standby[name] for name in COUNTED},
             budget_per_minute=budget,
             most_accepted_in_60s=_most_in_window(sandbox),
+            # Points the platform took for requests whose rows the promoted standby never got:
+            # taken, acknowledged at the broker, and on no record of ours.
+            redeems_applied_without_a_row=len(set(stats.get("redeem_effects", {})) - known),
+            sweep_after_s=SWEEP_AFTER_S,
         )
         result["over_budget_in_one_window"] = max(0, result["most_accepted_in_60s"] - budget)
         return result
@@ -275,7 +290,7 @@ def _print_lagging(figures_: dict[str, Any]) -> None:
     for name in (
         "held_s", "standby_behind_bytes", "rows_lost", "messages_published", "messages_lost",
         "double_redemptions", "items_not_terminal", "sandbox_redeem_requests_sent",
-        "sandbox_redeem_effects", "budget_per_minute", "most_accepted_in_60s",
-        "over_budget_in_one_window", "recovery_s", "manual_restarts",
+        "sandbox_redeem_effects", "redeems_applied_without_a_row", "budget_per_minute",
+        "most_accepted_in_60s", "over_budget_in_one_window", "recovery_s", "manual_restarts",
     ):  # fmt: skip
         print(f"    {name:<30} {figures_.get(name)}")
