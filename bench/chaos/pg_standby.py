@@ -25,8 +25,12 @@ import psycopg
 
 from bench import infra
 from bench.chaos.private import _as_user, _chown, _pg_bin
+from tests import services
+from worker.ops import migrate
 
 USER = "postgres"
+#: The database a phase makes on the pair.
+DATABASE = "recon_chaos"
 
 
 class Node:
@@ -86,7 +90,7 @@ class Node:
 class StandbyPair:
     """``primary`` streaming to ``standby``; ``close`` stops both and removes every file."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, synchronous: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="recon-chaos-pgha-"))
         _chown(self.dir, USER)
         self.primary = Node(self.dir, "primary")
@@ -98,6 +102,8 @@ class StandbyPair:
             self._clone()
             self.standby.start()
             infra.wait_until("the standby to stream", self.streaming, timeout=60, every=0.2)
+            if synchronous:
+                self._make_synchronous()
         except BaseException:
             self.close()
             raise
@@ -150,6 +156,19 @@ class StandbyPair:
             check=True,
             capture_output=True,
             timeout=120,
+        )
+
+    def _make_synchronous(self) -> None:
+        """A commit on the primary returns only once the standby has flushed it to disk
+        (``synchronous_commit = on``, the default, with a named synchronous standby)."""
+        with psycopg.connect(self.primary.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            conn.execute("SELECT pg_reload_conf()")
+        infra.wait_until(
+            "the standby to be synchronous",
+            lambda: self.primary.query("SELECT sync_state FROM pg_stat_replication") == "sync",
+            timeout=30,
+            every=0.2,
         )
 
     def url(self, database: str) -> str:
@@ -230,3 +249,19 @@ class StandbyPair:
                 with contextlib.suppress(Exception):
                     node.ctl("-m", "immediate", "-w", "-t", "30", "stop", timeout=40)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def backend(pair: StandbyPair, name: str) -> tuple[str, str, str]:
+    database_url = pair.create_database(DATABASE)
+    migrate.upgrade(database_url)  # through the host list, as `recon migrate` would
+    broker_url, vhost = services.create_vhost(f"recon_chaos_{name}")
+    return database_url, broker_url, vhost
+
+
+def delete_vhost(vhost: str) -> None:
+    if not vhost:
+        return
+    try:
+        services.delete_vhost(vhost)
+    except Exception as exc:  # cleanup must not hide the phase's result
+        print(f"    cleanup: {exc}", flush=True)
