@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.intake_shapes import KIB, SHAPES
-from worker.intake.contract import ContractError, check_bounds, parse_event
+from worker.intake.contract import parse_event
+from worker.intake.wire import ContractError, check_bounds
 
 SIZES_KIB = (16, 64, 256)
 TARGET_MS = 50.0

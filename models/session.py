@@ -7,10 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from models.urls import HostListError, has_host_list, query_form, session_attrs_problem
 
 #: Every PostgreSQL connection gives up connecting after this long, so nothing waits unbounded
 #: for a server that is not there.
@@ -18,10 +21,30 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 
 def normalise_url(url: str) -> str:
-    """Let ops write ``postgresql://``; we always drive PostgreSQL with psycopg 3."""
-    parsed = make_url(url)
+    """Let ops write ``postgresql://``; we always drive PostgreSQL with psycopg 3. A libpq host
+    list (``h1:5432,h2:5433``) becomes the query form SQLAlchemy reads (models/urls.py)."""
+    parsed = make_url(query_form(url))
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: its password masked, whichever form it names its hosts in."""
+    try:
+        return unquote(make_url(normalise_url(url)).render_as_string(hide_password=True))
+    except (exc.ArgumentError, ValueError):
+        return "RECON_DATABASE_URL"
+
+
+def primary_not_writable(url: str) -> str:
+    """``url`` for connections that make themselves read-only (the web page's): libpq's
+    ``read-write`` would refuse every host for them, since it reads the session's own
+    ``default_transaction_read_only``; ``primary`` still picks the primary, by recovery state."""
+    parsed = make_url(normalise_url(url))
+    if parsed.query.get("target_session_attrs") != "read-write":
+        return url
+    parsed = parsed.update_query_dict({"target_session_attrs": "primary"})
     return parsed.render_as_string(hide_password=False)
 
 
@@ -30,7 +53,11 @@ def database_url_problem(url: str) -> str | None:
     try:
         parsed = make_url(normalise_url(url))
         dialect = parsed.get_dialect()
+    except HostListError as error:
+        return str(error)
     except (exc.ArgumentError, exc.NoSuchModuleError, ValueError):
+        if has_host_list(url):
+            return "the list of hosts cannot be read (example: " + _MULTI_HOST_EXAMPLE + ")"
         return (
             "not a database URL SQLAlchemy can use (examples: "
             "postgresql://user:password@host:5432/recon, sqlite:///recon.sqlite3)"
@@ -47,7 +74,27 @@ def database_url_problem(url: str) -> str | None:
             f"the driver {parsed.get_driver_name()!r} is not installed: leave the driver out "
             "(postgresql://...) to use psycopg 3, which is"
         )
+    if parsed.get_backend_name() == "postgresql":
+        return _hosts_problem(parsed, dialect)
     return None
+
+
+_MULTI_HOST_EXAMPLE = (
+    "postgresql://user:password@db1:5432,db2:5432/recon?target_session_attrs=read-write"
+)
+
+
+def _hosts_problem(parsed: Any, dialect: Any) -> str | None:
+    """A primary with a standby: hosts and ports that pair up, and a session attribute that
+    keeps writers off the standby."""
+    try:
+        _, options = dialect().create_connect_args(parsed)
+    except (exc.ArgumentError, ValueError):
+        # SQLAlchemy's text quotes the ports: harmless, but ours says what to do.
+        return f"the hosts and ports do not pair up (example: {_MULTI_HOST_EXAMPLE})"
+    hosts = len(str(options.get("host") or "").split(","))
+    attrs = options.get("target_session_attrs")
+    return session_attrs_problem(hosts=hosts, attrs=None if attrs is None else str(attrs))
 
 
 class MissingDatabase(ValueError):
@@ -102,7 +149,24 @@ def build_engine(url: str, *, create: bool = False, **options: Any) -> Engine:
     options.setdefault("pool_timeout", 10)
     connect_args = options.setdefault("connect_args", {})
     connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    event.listen(engine, "handle_error", _server_gone)
+    return engine
+
+
+#: SQLSTATEs that say the server will not take this session's work again: read_only_sql_transaction
+#: (a primary demoted or fenced read-only under a live session, after a failover), admin_shutdown,
+#: crash_shutdown, cannot_connect_now. pool_pre_ping only asks "are you there?", and a demoted
+#: server answers yes; so these count as a disconnect: the pool drops this connection and every
+#: older one, and the next checkout walks the host list to the server that is primary now. The
+#: error itself still reaches the caller, which retries (database_unavailable below).
+_SERVER_GONE_STATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+
+def _server_gone(context: ExceptionContext) -> None:
+    state = getattr(context.original_exception, "sqlstate", None)
+    if state in _SERVER_GONE_STATES:
+        context.is_disconnect = True
 
 
 _engines: dict[tuple[str, int | None], Engine] = {}

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_DATABASE_URL, alias="RECON_DATABASE_URL", min_length=1)
     """SQLAlchemy URL of the database (PostgreSQL in production; `postgresql://` is driven by
-    psycopg 3; the default is the demo's)
+    psycopg 3; the default is the demo's); a primary with a standby is named by all its hosts,
+    as libpq writes them, with `target_session_attrs=read-write`:
+    `postgresql://user:password@db1:5432,db2:5432/recon?target_session_attrs=read-write`
     """
 
     broker_url: str = Field(DEFAULT_BROKER_URL, alias="RECON_BROKER_URL", min_length=1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra
-from bench.chaos import phases, table
+from bench.chaos import failover, phases, table
 
 RESULTS = infra.ROOT / "bench" / "results"
 LOG_DIR = RESULTS / "logs" / "chaos"
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--phases", default="a,b,c,d,e", help="comma-separated subset of a-e")
+    parser.add_argument("--phases", default="a,b,c,d,e,g", help="comma-separated subset of a-g")
     parser.add_argument("--kill-orders", type=int, default=1000)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--mq-orders", type=int, default=100, help="orders per broker outage")
@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fuzz-window", type=float, default=60.0, help="(e) seconds each run publishes over"
     )
+    parser.add_argument("--ha-orders", type=int, default=150, help="(g) orders over the failover")
+    parser.add_argument("--ha-detect", type=float, default=5.0, help="(g) seconds stop->promotion")
+    parser.add_argument("--ha-lag-orders", type=int, default=80)
+    parser.add_argument("--ha-hold", type=float, default=5.0, help="(g) seconds the standby lags")
+    parser.add_argument("--ha-budget", type=int, default=120, help="(g) requests per minute")
     parser.add_argument("--output", default=str(RESULTS / "chaos-latest.json"))
     parser.add_argument(
         "--merge",
@@ -149,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
                 garbage=args.garbage,
                 timeout=args.fuzz_timeout,
                 window_s=args.fuzz_window,
+            ),
+        ),
+        "g": (
+            "database_failover",
+            lambda s: failover.failover(
+                s,
+                LOG_DIR,
+                orders=args.ha_orders,
+                detect_s=args.ha_detect,
+                lag_orders=args.ha_lag_orders,
+                hold_s=args.ha_hold,
+                budget=args.ha_budget,
             ),
         ),
     }

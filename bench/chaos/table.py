@@ -63,6 +63,18 @@ def markdown(report: dict[str, Any]) -> str:
             )
         elif "faults" in fig:
             extra = ", ".join(f"{k}={v}" for k, v in fig["faults"].items() if k != "seed")
+        elif "promoted_s" in fig:
+            extra = f"standby promoted {fig['promoted_s']} s after the stop"
+            for key, kind in (
+                ("lagging_standby", "async"),
+                ("lagging_synchronous_standby", "sync"),
+            ):
+                lag = fig.get(key, {})
+                extra += (
+                    f"; {kind} standby {lag.get('held_s')} s behind, primary killed: "
+                    f"{lag.get('messages_lost')} lost, {lag.get('double_redemptions')} doubled, "
+                    f"{lag.get('over_budget_in_one_window')} requests over the budget"
+                )
         elif "down_s" in fig:
             extra = f"down {fig['down_s']} s"
         lines.append(

@@ -31,7 +31,8 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from bench import intake_shapes as shapes
-from worker.intake.contract import ContractError, nesting_depth, parse_event
+from worker.intake.contract import parse_event
+from worker.intake.wire import ContractError, nesting_depth
 
 KIB = 1024
 SLACK = 1.5

@@ -18,12 +18,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _where(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from models.session import shown_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "RECON_DATABASE_URL"
+    return shown_url(url)
 
 
 def explain(exc: BaseException) -> str | None:

@@ -9,12 +9,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.outcomes import Outcome
-from models.session import engine_for, unit_of_work
+from models.session import engine_for, shown_url, unit_of_work
 from worker.audit.output import FORMATS, UTC_DATETIME, render, wide_option
 from worker.settings import load_settings
 
@@ -77,7 +76,7 @@ def audit_session() -> Iterator[Session]:
         with unit_of_work(engine_for(url)) as session:
             yield session
     except OperationalError as exc:
-        where = make_url(url).render_as_string(hide_password=True)
+        where = shown_url(url)
         reason = str(exc.orig).strip().splitlines()[0]
         raise click.ClickException(f"cannot query the database at {where}: {reason}") from exc
 

@@ -12,13 +12,12 @@ import click
 import structlog
 from kombu import Connection
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.dead_tasks import mark_replayed, recorded_dead_task
 from models.operator_log import DEAD_PURGE, DEAD_REPLAY, DEAD_REPLAY_REFUSED
-from models.session import engine_for, unit_of_work
+from models.session import engine_for, shown_url, unit_of_work
 from worker.audit.output import FORMATS, render, utc_text
 from worker.intake.contract import EVENT_TYPES
 from worker.ops import deadletters, replay_rules
@@ -137,7 +136,7 @@ def _operator_log() -> Iterator[Session]:
             session.execute(select(1))
             yield session
     except SQLAlchemyError as exc:
-        where = make_url(url).render_as_string(hide_password=True)
+        where = shown_url(url)
         raise click.ClickException(
             f"cannot write the operator log at {where} ({type(exc).__name__}); the messages "
             "not yet recorded stay dead-lettered"

@@ -6,7 +6,7 @@ import click
 from kombu import Connection
 
 from worker.intake.broker_cap import CAPPED, TOO_LOW, advice, probe_message_cap
-from worker.intake.contract import MAX_BODY_BYTES
+from worker.intake.wire import MAX_BODY_BYTES
 from worker.settings import load_settings
 
 

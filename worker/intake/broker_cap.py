@@ -21,7 +21,7 @@ import contextlib
 
 from kombu import Connection
 
-from worker.intake.contract import MAX_BODY_BYTES
+from worker.intake.wire import MAX_BODY_BYTES
 from worker.queues import TASK_EXCHANGE
 
 #: The broker refuses what the contract refuses for its size, and takes the rest.

@@ -22,14 +22,13 @@ from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction
 from models.upsert import insert
 from worker.intake.contract import (
-    MAX_BODY_BYTES,
-    ContractError,
     Event,
     PointsRedeemRequested,
     TransactionCompleted,
     parse_event,
 )
 from worker.intake.rows import add_rows, match_keys
+from worker.intake.wire import MAX_BODY_BYTES, ContractError
 from worker.observe.masking import storable_text
 
 #: A rejected message keeps up to this many of its bytes (all of any body within the intake's

@@ -8,7 +8,8 @@ can use it without reaching into another.
 
 A key is credential-like whatever its case and separators: ``X-Api-Key``, ``api_key``, ``apiKey``
 and ``api key`` are one name. Its value is masked in parsed structures and in free text
-(``password=...``, ``"token": "..."``, ``Authorization: Basic ...``, ``<secret>...</secret>``).
+(``password=...``, ``"token": "..."``, ``Authorization: Basic ...``, ``<secret>...</secret>``), and
+so is the password of every URL in free text (``scheme://user:password@host``).
 Hostile input cannot make this slow or crash it: text over ``MAX_PARSE_CHARS`` is not parsed
 (its first characters are masked as text), nesting past ``MAX_DEPTH`` is cut, and the patterns run
 in time linear in their input (bounded or possessive repetition, no nested quantifiers).
@@ -59,6 +60,9 @@ _AFTER = re.compile(
     re.VERBOSE,
 )
 _SCHEME = re.compile(r"(?i)\b(basic|bearer|digest)\s+[A-Za-z0-9+/=._~\-]{6,}")
+# A URL's password: scheme://user:password@host (database and broker URLs, each host of a list).
+# RFC 3986 lets neither the user nor the password hold "/" or "@" unencoded.
+_URL_PASSWORD = re.compile(r"(://[^\s:/?#@]{0,256}+:)[^\s/?#@]{1,512}+@")
 
 
 #: Every credential word and scheme contains one of these: text with none of them is left alone
@@ -87,6 +91,8 @@ def is_credential_key(key: object) -> bool:
 
 def redact_text(text: str) -> str:
     """Free text with credential-looking values masked (``Basic xxx``, ``"password": "..."``)."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     if _HINT.search(text) is None:
         return text
     text = _SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)

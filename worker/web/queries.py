@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
 from models.redemptions import COUPON, POINTS, PointsRedeemRequest, Redemption
-from models.session import build_engine, normalise_url, session_factory
+from models.session import build_engine, normalise_url, primary_not_writable, session_factory
 from models.transactions import Transaction, TransactionLink
 from worker.audit import (
     count_outcomes,
@@ -77,7 +77,7 @@ def _build_read_only(url: str) -> Engine:
         return engine
     # Set when the connection opens, so each request pays no extra round trip for it.
     options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
-    return build_engine(url, connect_args={"options": options})
+    return build_engine(primary_not_writable(url), connect_args={"options": options})
 
 
 def db() -> Session:
