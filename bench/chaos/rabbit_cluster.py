@@ -160,7 +160,9 @@ class RabbitCluster:
 
     def queue_counts(self, vhost: str) -> dict[str, int]:
         """Messages (ready + unacknowledged) per queue of ``vhost``."""
-        listing = self.ctl(None, "list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+        listing = self.ctl(
+            None, "list_queues", "-p", vhost, "--no-table-headers", "name", "messages"
+        )
         counts = {}
         for line in listing.splitlines():
             name, _, count = line.partition("\t")

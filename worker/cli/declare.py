@@ -28,7 +28,10 @@ def declare() -> None:
     with Connection(settings.broker_url, connect_timeout=10) as connection:
         connection.ensure_connection(max_retries=3)
         declare_topology(
-            connection, events=events_queue_for(settings), task_queue_names=task_queue_names()
+            connection,
+            events=events_queue_for(settings),
+            task_queue_names=task_queue_names(),
+            delivery_limit=settings.delivery_limit,
         )
     click.echo(
         f"declared exchange {settings.events_exchange} -> queue {settings.events_queue}, "

@@ -40,7 +40,6 @@ from worker.queues import (
     TASK_QUEUE,
     declare_topology,
     events_queue,
-    task_queue,
     task_queue_names,
 )
 from worker.settings import Settings, settings_of
@@ -84,8 +83,8 @@ class Enqueuer:
         self._app = app
 
     def __call__(self, stored: Stored) -> None:
-        # Live work: the intake always enqueues on the live queue.
-        live = task_queue(TASK_QUEUE)
+        # Live work: the intake always enqueues on the live queue (as the app declares it).
+        live = self._app.amqp.queues[TASK_QUEUE]
         for order_ref in sorted(stored.orders):
             self._app.send_task("recon.reconcile_order", args=[order_ref], queue=live)
         for request_id in sorted(stored.redeem_requests):
