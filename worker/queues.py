@@ -128,9 +128,10 @@ def declare_topology(
     events: Queue | None,
     task_queue_names: Sequence[str],
     delivery_limit: int | None = None,
+    delayed: bool = True,
 ) -> None:
-    """Declare dead letters first, then the queues that dead-letter into them, then the delayed
-    delivery a countdown needs (idempotent; the worker's own start declares the last again)."""
+    """Declare dead letters first, then the queues that dead-letter into them, then (``delayed``)
+    the delayed delivery a countdown needs (idempotent; a worker's start declares it too)."""
     with connection.channel() as channel:
         DEAD_EXCHANGE(channel).declare()
         DEAD_QUEUE(channel).declare()
@@ -139,6 +140,8 @@ def declare_topology(
         queues = [task_queue(name, delivery_limit=delivery_limit) for name in task_queue_names]
         for queue in queues:
             queue(channel).declare()
+    if not delayed:
+        return
     declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
     for queue in queues:
         bind_queue_to_native_delayed_delivery_exchange(connection, queue)

@@ -34,12 +34,14 @@ from worker.queues import (
     DEAD_AT_HEADER,
     DEAD_EXCHANGE,
     DEAD_QUEUE,
+    DEFAULT_DELIVERY_LIMIT,
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
     TASK_QUEUE,
     declare_topology,
     events_queue,
+    task_queue,
     task_queue_names,
 )
 from worker.settings import Settings, settings_of
@@ -79,12 +81,13 @@ def intake_engine(settings: Settings) -> Engine:
 class Enqueuer:
     """Names the work a stored message made, after its commit, without importing the tasks."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
         self._app = app
+        # Live work: the intake always enqueues on the live queue, declared as the app does.
+        self._live = task_queue(TASK_QUEUE, delivery_limit=delivery_limit)
 
     def __call__(self, stored: Stored) -> None:
-        # Live work: the intake always enqueues on the live queue (as the app declares it).
-        live = self._app.amqp.queues[TASK_QUEUE]
+        live = self._live
         for order_ref in sorted(stored.orders):
             self._app.send_task("recon.reconcile_order", args=[order_ref], queue=live)
         for request_id in sorted(stored.redeem_requests):
@@ -224,7 +227,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         self._app = parent.app
         self._settings = settings_of(parent.app)
         self._task_queue_names = task_queue_names
-        self._enqueue = Enqueuer(parent.app)
+        self._enqueue = Enqueuer(parent.app, delivery_limit=self._settings.delivery_limit)
         self._held: list[Message] = []
         self._paused = False
         self._probe_delay = PROBE_FIRST_SECONDS
@@ -239,6 +242,8 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             c.connection,
             events=events_queue_for(self._settings),
             task_queue_names=self._task_queue_names(),
+            delivery_limit=self._settings.delivery_limit,
+            delayed=False,  # Celery's own step (DelayedDelivery) declares it in the worker
         )
         check_message_cap(c.connection)
         super().start(c)
