@@ -84,10 +84,16 @@ class RabbitCluster:
         self.down.discard(index)
 
     def close(self) -> None:
-        """Stop every node and remove its directories."""
-        for node in self.nodes:
+        """Kill every node (nothing in a throw-away cluster needs a clean shutdown) and remove
+        its directories."""
+
+        def close(node: PrivateRabbit) -> None:
+            with contextlib.suppress(Exception):
+                node.stop(timeout=0)
             with contextlib.suppress(Exception):
                 node.close()
+
+        self._each(close, self.nodes)
 
     def __enter__(self) -> RabbitCluster:
         return self.start()

@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
 from tests import services
-from tests.workers import RECON
+from tests.shipped import RECON, product_env
 from worker.queues import DEAD_EXCHANGE, DEAD_QUEUE, REDRIVE_QUEUE, TASK_QUEUE
 
 pytestmark = pytest.mark.e2e
@@ -69,10 +69,11 @@ def queues(url: str, vhost: str) -> dict[str, tuple[str, int]]:
         }
 
 
-def declare(workers, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def declare(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"RECON_BROKER_URL": url, "RECON_DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}"}
     return subprocess.run(
         [RECON, "declare", *args],
-        env={**workers.env, "RECON_BROKER_URL": url},
+        env=product_env(env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,21 +81,21 @@ def declare(workers, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_upgrade_from_0_2_keeps_every_message_and_makes_every_queue_quorum(workers, old_vhost):
+def test_upgrade_from_0_2_keeps_every_message_and_makes_every_queue_quorum(tmp_path, old_vhost):
     url, vhost = old_vhost
-    plain = declare(workers, url)
+    plain = declare(tmp_path, url)
     assert plain.returncode != 0, "declaring over 0.2's queues must fail, not change them"
     assert "--upgrade" in plain.stderr or "inequivalent" in plain.stderr
 
     with Connection(url) as conn:  # a 0.2 worker still running
         channel = conn.channel()
         channel.basic_consume(TASK_QUEUE, callback=lambda *_: None)
-        refused = declare(workers, url, "--upgrade")
+        refused = declare(tmp_path, url, "--upgrade")
         channel.close()
     assert refused.returncode == 1
     assert "stop every worker" in refused.stderr
 
-    done = declare(workers, url, "--upgrade")
+    done = declare(tmp_path, url, "--upgrade")
     assert done.returncode == 0, done.stderr
     assert f"{TASK_QUEUE}: quorum, 3 message(s) moved over" in done.stdout
     state = queues(url, vhost)
@@ -116,6 +117,6 @@ def test_upgrade_from_0_2_keeps_every_message_and_makes_every_queue_quorum(worke
         assert dead.properties["application_headers"]["x-death"][0]["reason"] == "delivery_limit"
         channel.close()  # unacked: both go back
 
-    again = declare(workers, url, "--upgrade")  # nothing left to move: a no-op
+    again = declare(tmp_path, url, "--upgrade")  # nothing left to move: a no-op
     assert again.returncode == 0, again.stderr
     assert queues(url, vhost)[TASK_QUEUE] == ("quorum", 3)
