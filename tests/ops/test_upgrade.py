@@ -70,9 +70,13 @@ def queues(url: str, vhost: str) -> dict[str, tuple[str, int]]:
 
 
 def declare(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return recon(tmp_path, url, "declare", *args)
+
+
+def recon(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"RECON_BROKER_URL": url, "RECON_DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}"}
     return subprocess.run(
-        [RECON, "declare", *args],
+        [RECON, *args],
         env=product_env(env),
         capture_output=True,
         text=True,
@@ -85,7 +89,11 @@ def test_upgrade_from_0_2_keeps_every_message_and_makes_every_queue_quorum(tmp_p
     url, vhost = old_vhost
     plain = declare(tmp_path, url)
     assert plain.returncode != 0, "declaring over 0.2's queues must fail, not change them"
-    assert "--upgrade" in plain.stderr or "inequivalent" in plain.stderr
+    assert "recon declare --upgrade" in plain.stderr
+    worker = recon(tmp_path, url, "worker", "-c", "1")  # a 0.3 worker started too early
+    assert worker.returncode == 1
+    assert "recon.reconcile, recon.redrive, recon.dead exist(s) declared otherwise" in worker.stderr
+    assert "recon declare --upgrade" in worker.stderr
 
     with Connection(url) as conn:  # a 0.2 worker still running
         channel = conn.channel()

@@ -55,8 +55,7 @@ def upgrade_topology(
     delivery_limit: int,
 ) -> list[Moved]:
     """Bring the vhost to the current topology, keeping every message; what moved, per queue."""
-    wanted = [task_queue(name, delivery_limit=delivery_limit) for name in task_queue_names]
-    wanted.append(DEAD_QUEUE)
+    wanted = _wanted(task_queue_names, delivery_limit)
     stale = [queue for queue in wanted if _state(connection, queue) == "other"]
     _refuse_if_consumed(connection, stale)
     for queue in stale:
@@ -71,6 +70,20 @@ def upgrade_topology(
         delivery_limit=delivery_limit,
     )
     return [Moved(queue.name, _release(connection, queue.name)) for queue in wanted]
+
+
+def stale_queues(
+    connection: Connection, *, task_queue_names: Sequence[str], delivery_limit: int
+) -> list[str]:
+    """The product's queues that exist declared otherwise than now (0.2's classic queues, or
+    another delivery limit): a worker could not declare them, the upgrade would move them."""
+    wanted = _wanted(task_queue_names, delivery_limit)
+    return [queue.name for queue in wanted if _state(connection, queue) == "other"]
+
+
+def _wanted(task_queue_names: Sequence[str], delivery_limit: int) -> list[Queue]:
+    return [*(task_queue(name, delivery_limit=delivery_limit) for name in task_queue_names),
+            DEAD_QUEUE]  # fmt: skip
 
 
 def _delete_if_empty(channel: amqp.Channel, *, name: str) -> None:
