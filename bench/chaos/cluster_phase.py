@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra
-from bench.chaos.harness import Publisher, Stack, by_order, figures, traffic, wait_settled
+from bench.chaos.harness import (
+    DEAD_QUEUE,
+    Publisher,
+    Stack,
+    by_order,
+    figures,
+    traffic,
+    wait_settled,
+)
 from bench.chaos.phases import RECOVERY_TARGET_S, _dead_letters, _publish_paced
 from bench.chaos.rabbit_cluster import RabbitCluster
 from tests import services
@@ -87,6 +95,7 @@ def cluster(
                 dead_lettered=_dead_letters(nodes.broker_url) - dead_before,
             )
             result.update(
+                dead_letter_reasons=_dead_reasons(nodes.broker_url),
                 label=f"leader of {queue} stopped",
                 stopped_leader_of=queue,
                 node_down_s=round(time.monotonic() - lost_at, 1),
@@ -102,6 +111,27 @@ def cluster(
             services.drop_database(database_url)
         except Exception as exc:  # cleanup must not hide the phase's result
             print(f"    cleanup: {exc}", flush=True)
+
+
+def _dead_reasons(broker_url: str) -> dict[str, int]:
+    """Why what waits in recon.dead died: (queue, reason) of its death, or the intake's reason.
+    Read unacked and given back (the channel closes), so nothing is taken."""
+    from collections import Counter
+
+    from kombu import Connection
+
+    reasons: Counter[str] = Counter()
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        try:
+            while (message := channel.basic_get(DEAD_QUEUE, no_ack=False)) is not None:
+                headers = message.properties.get("application_headers") or {}
+                deaths = headers.get("x-death") or [{}]
+                why = headers.get("x-recon-reason") or deaths[0].get("reason")
+                reasons[f"{deaths[0].get('queue', 'intake')}: {str(why)[:80]}"] += 1
+        finally:
+            channel.close()
+    return dict(reasons)
 
 
 def _supervised_sleep(fleet: Any, seconds: float) -> None:

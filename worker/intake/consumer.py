@@ -243,7 +243,6 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             events=events_queue_for(self._settings),
             task_queue_names=self._task_queue_names(),
             delivery_limit=self._settings.delivery_limit,
-            delayed=False,  # Celery's own step (DelayedDelivery) declares it in the worker
         )
         check_message_cap(c.connection)
         super().start(c)
