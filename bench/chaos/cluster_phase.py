@@ -25,6 +25,7 @@ from bench.chaos.harness import (
     Publisher,
     Stack,
     by_order,
+    consuming,
     figures,
     traffic,
     wait_settled,
@@ -73,9 +74,15 @@ def cluster(
             print(f"    stopping {nodes.nodes[leader].node}, leader of {queue}", flush=True)
             nodes.stop_node(leader)
             lost_at = time.monotonic()
-            while feeder.is_alive():
+            reconsuming = None  # until every worker consumes both queues again
+            while feeder.is_alive() or reconsuming is None:
                 fleet.supervise()
+                if reconsuming is None and consuming(nodes.broker_url, fleet.count):
+                    reconsuming = round(time.monotonic() - lost_at, 1)
+                if time.monotonic() > lost_at + RECOVERY_TARGET_S:
+                    break
                 feeder.join(timeout=0.5)
+            feeder.join(timeout=max(0.0, deadline - time.monotonic()))
             recovery = wait_settled(
                 engine,
                 prefix,
@@ -97,6 +104,7 @@ def cluster(
             result.update(
                 dead_letter_reasons=_dead_reasons(nodes.broker_url),
                 label=f"leader of {queue} stopped",
+                workers_reconsuming_s=reconsuming,
                 stopped_leader_of=queue,
                 node_down_s=round(time.monotonic() - lost_at, 1),
                 tasks_failed=fleet.task_failures(),
