@@ -87,11 +87,10 @@ class Enqueuer:
         self._live = task_queue(TASK_QUEUE, delivery_limit=delivery_limit)
 
     def __call__(self, stored: Stored) -> None:
-        live = self._live
         for order_ref in sorted(stored.orders):
-            self._app.send_task("recon.reconcile_order", args=[order_ref], queue=live)
+            self._app.send_task("recon.reconcile_order", args=[order_ref], queue=self._live)
         for request_id in sorted(stored.redeem_requests):
-            self._app.send_task("recon.redeem_points", args=[request_id], queue=live)
+            self._app.send_task("recon.redeem_points", args=[request_id], queue=self._live)
 
     def dead_letter(self, message: Message, body: bytes, reason: str) -> None:
         """Publish a copy to the dead-letter exchange with the reason; confirmed before we ack."""
