@@ -140,7 +140,9 @@ def declare_topology(
         queues = [task_queue(name, delivery_limit=delivery_limit) for name in task_queue_names]
         for queue in queues:
             queue(channel).declare()
-    if not delayed:
+    # Delayed delivery is RabbitMQ's (exchange-to-exchange bindings, TTLs); the demo's in-memory
+    # transport has neither, and Celery does not route countdowns through it there.
+    if not delayed or connection.transport.driver_type != "amqp":
         return
     declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
     for queue in queues:
