@@ -72,8 +72,9 @@ def cluster(
             _supervised_sleep(fleet, pace_s * LOSS_AT)
             leader = nodes.leader(queue)
             print(f"    stopping {nodes.nodes[leader].node}, leader of {queue}", flush=True)
+            lost_at = time.monotonic()  # from the stop's start: a node shutting down is gone
             nodes.stop_node(leader)
-            lost_at = time.monotonic()
+            print(f"    stopped in {time.monotonic() - lost_at:.1f} s", flush=True)
             reconsuming = None  # until every worker consumes both queues again
             while feeder.is_alive() or reconsuming is None:
                 fleet.supervise()
