@@ -2,7 +2,6 @@
 
 from models.base import Base
 from models.dead_tasks import DeadTask
-from models.deliveries import TaskDelivery
 from models.events import InboxEvent
 from models.operator_log import OperatorAction
 from models.outcomes import Outcome
@@ -21,7 +20,6 @@ __all__ = [
     "RateLimitSlot",
     "RateLimitState",
     "Redemption",
-    "TaskDelivery",
     "Transaction",
     "TransactionLink",
     "VendorConfigState",

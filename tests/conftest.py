@@ -126,7 +126,7 @@ from worker.ops import migrate  # noqa: E402
 
 TABLES = (
     "outcomes, transaction_links, points_redeem_requests, redemptions, transactions, "
-    "inbox_events, rate_limits, rate_limit_slots, vendor_configs, task_deliveries, operator_log, "
+    "inbox_events, rate_limits, rate_limit_slots, vendor_configs, operator_log, "
     "dead_tasks"
 )
 

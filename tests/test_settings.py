@@ -84,3 +84,16 @@ def test_a_replaced_value_is_checked_by_the_same_rules_and_secrets_stay_secret()
     assert "s3cret-value" not in repr(settings)
     with pytest.raises(SettingsError, match="RECON_MAX_ATTEMPTS"):
         settings.replace(max_attempts=0)
+
+
+CLUSTER = "amqp://recon:pw-one@mq1:5672/recon;amqp://recon:pw-two@mq2:5672/recon"
+
+
+def test_a_cluster_is_every_node_separated_by_semicolons_each_shown_masked():
+    from worker.cli.broker import masked
+
+    assert load_settings({"RECON_BROKER_URL": CLUSTER}).broker_url == CLUSTER
+    shown = masked(CLUSTER)
+    assert shown == "amqp://recon:**@mq1:5672/recon;amqp://recon:**@mq2:5672/recon"
+    with pytest.raises(SettingsError, match="RECON_BROKER_URL"):
+        load_settings({"RECON_BROKER_URL": CLUSTER + ";mq3:5672"})

@@ -14,7 +14,7 @@ from kombu import Connection
 
 from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
-from worker.queues import task_queue, task_queue_names
+from worker.queues import DELAYED_PREFIX, task_queue, task_queue_names
 from worker.settings import load_settings
 from worker.tools.publishing import publish_bodies
 
@@ -60,7 +60,11 @@ class Workers:
 
     def purge(self) -> None:
         """Empty the queues between tests (declaring them as the worker does, first)."""
-        queues = [events_queue_for(self.settings), *map(task_queue, task_queue_names())]
+        limit = self.settings.delivery_limit
+        queues = [
+            events_queue_for(self.settings),
+            *(task_queue(name, delivery_limit=limit) for name in task_queue_names()),
+        ]
         with Connection(self.settings.broker_url) as conn:
             channel = conn.default_channel
             for queue in queues:
@@ -71,8 +75,9 @@ class Workers:
         """Messages of every work queue not yet done: ready plus unacknowledged.
 
         The intake acknowledges an event after its rows are committed and its task enqueued; a
-        task is acknowledged after it ran (a retry waiting for its countdown stays unacked on
-        the worker), so 0 in both means no work is queued, running or waiting to run.
+        task is acknowledged after it ran, and a retry waits for its countdown in the broker's
+        delayed-delivery queues (counted as ``delayed``), so 0 in all means no work is queued,
+        running or waiting to run.
         """
         vhost = self.settings.broker_url.rsplit("/", 1)[1] or "/"
         listing = subprocess.run(
@@ -92,7 +97,11 @@ class Workers:
             timeout=60,
         ).stdout
         counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
-        return {name: int(counts.get(name, 0)) for name in self.work_queues()}
+        delayed = sum(int(n) for name, n in counts.items() if name.startswith(DELAYED_PREFIX))
+        return {
+            **{name: int(counts.get(name, 0)) for name in self.work_queues()},
+            "delayed": delayed,
+        }
 
     def wait_until_idle(self, timeout: float = 60.0) -> None:
         """The one wait for quiet: poll until every work queue is empty and no worker holds a

@@ -39,6 +39,8 @@ from worker.settings import Settings, SettingsError, hold_settings, load_setting
 TASK_MODULES = ["worker.reconcile.tasks", "worker.ops.tasks"]
 #: The intake: a consumer step in the worker's main process (``worker/intake/consumer.py``).
 INTAKE_STEP = "worker.intake.consumer:IntakeConsumer"
+#: Celery's consumer, but delayed delivery is declared by the intake step on the live connection.
+WORKER_CONSUMER = "worker.intake.worker_consumer:WorkerConsumer"
 #: Task arguments every log line of a task carries, by the name the task's signature gives them.
 LOG_CONTEXT = ("order_ref", "request_id")
 
@@ -90,8 +92,20 @@ def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, An
         broker_transport_options={"confirm_publish": True},
         task_default_queue=TASK_QUEUE,
         task_default_exchange=TASK_EXCHANGE.name,
+        task_default_exchange_type=TASK_EXCHANGE.type,
         task_default_routing_key=TASK_QUEUE,
-        task_queues=[*(task_queue(name) for name in task_queue_names()), DEAD_QUEUE],
+        task_queues=[
+            *(
+                task_queue(name, delivery_limit=settings.delivery_limit)
+                for name in task_queue_names()
+            ),
+            DEAD_QUEUE,
+        ],
+        # Quorum task queues: countdowns wait in the broker's delayed-delivery queues (quorum
+        # too), not unacked in a worker, and the worker uses per-consumer prefetch.
+        worker_detect_quorum_queues=True,
+        broker_native_delayed_delivery_queue_type="quorum",
+        worker_consumer=WORKER_CONSUMER,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     """
 
     broker_url: str = Field(DEFAULT_BROKER_URL, alias="RECON_BROKER_URL", min_length=1)
-    """AMQP URL of RabbitMQ"""
+    """AMQP URL of RabbitMQ; for a cluster, every node's URL separated by `;` (the next one is
+    used when a node goes away)"""
 
     events_exchange: str = Field("orders", alias="RECON_EVENTS_EXCHANGE", min_length=1)
     """topic exchange the order systems publish to"""
@@ -228,9 +229,14 @@ class Settings(BaseSettings):
     def _broker_url_parses(cls, value: str) -> str:
         from kombu.transport import TRANSPORT_ALIASES
 
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in TRANSPORT_ALIASES:
-            raise ValueError("not a broker URL (example: amqp://user:password@host:5672//)")
+        # Several nodes of a cluster are kombu's failover list: URLs separated by ";".
+        for url in value.split(";"):
+            scheme = url.strip().split("://", 1)[0] if "://" in url else ""
+            if scheme not in TRANSPORT_ALIASES:
+                raise ValueError(
+                    "not a broker URL (example: amqp://user:password@host:5672//, or several "
+                    "nodes of a cluster separated by ';')"
+                )
         return value
 
     @field_validator("vendor_digest_key")

@@ -1,4 +1,4 @@
-"""`python -m bench.chaos` (`make chaos`): the chaos suite, phases (a) to (e), each bounded.
+"""`python -m bench.chaos` (`make chaos`): the chaos suite, phases (a) to (g), each bounded.
 
 Not part of `make test`: it takes about 20 minutes and measures, it does not assert. It prints
 every figure next to its target, writes `bench/results/chaos-latest.json`, and exits 1 when a
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra
-from bench.chaos import failover, phases, table
+from bench.chaos import cluster_phase, failover, phases, table
 
 RESULTS = infra.ROOT / "bench" / "results"
 LOG_DIR = RESULTS / "logs" / "chaos"
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--phases", default="a,b,c,d,e,g", help="comma-separated subset of a-g")
+    parser.add_argument("--phases", default="a,b,c,d,e,f,g", help="comma-separated subset of a-g")
     parser.add_argument("--kill-orders", type=int, default=1000)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--mq-orders", type=int, default=100, help="orders per broker outage")
@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ha-lag-orders", type=int, default=80)
     parser.add_argument("--ha-hold", type=float, default=5.0, help="(g) seconds the standby lags")
     parser.add_argument("--ha-budget", type=int, default=120, help="(g) requests per minute")
+    parser.add_argument("--cluster-orders", type=int, default=300, help="(f) orders per run")
+    parser.add_argument("--cluster-pace", type=float, default=40.0, help="(f) seconds per run")
     parser.add_argument("--output", default=str(RESULTS / "chaos-latest.json"))
     parser.add_argument(
         "--merge",
@@ -156,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 window_s=args.fuzz_window,
             ),
         ),
+        "f": (
+            "broker_node_lost",
+            lambda s: cluster_phase.cluster(
+                s, LOG_DIR, orders=args.cluster_orders, pace_s=args.cluster_pace
+            ),
+        ),
         "g": (
             "database_failover",
             lambda s: failover.failover(
@@ -194,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             result = report["phases"][key]  # verdicts are recorded on the report itself
             for label, figures in [
-                (f"outage {r.get('outage_s')} s", r) for r in result.get("runs", [])
+                (r.get("label") or f"outage {r.get('outage_s')} s", r)
+                for r in result.get("runs", [])
             ] or [(name, result)]:
                 if "error" in figures:
                     print(f"  {name}: could not run: {figures['error']}")

@@ -129,13 +129,15 @@ class PrivatePostgres:
 class PrivateRabbit:
     """A second RabbitMQ node: its own node name, AMQP and distribution ports, data and log
     directories, and an empty plugin list (no management listener to clash with). ``config``
-    is added to its rabbitmq.conf (``max_message_size = 262144``, say)."""
+    is added to its rabbitmq.conf (``max_message_size = 262144``, say). ``node`` names it (a
+    cluster's members are named by ``bench/chaos/rabbit_cluster.py``); ``start=False`` leaves
+    starting (and waiting) to the caller, who may start several at once."""
 
-    def __init__(self, *, config: str = "") -> None:
+    def __init__(self, *, config: str = "", node: str | None = None, start: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="recon-chaos-mq-"))
         self.port = infra.free_port()
         self.dist_port = infra.free_port()
-        self.node = f"chaos{uuid.uuid4().hex[:8]}@localhost"
+        self.node = node or f"chaos{uuid.uuid4().hex[:8]}@localhost"
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n{config}\n"
@@ -159,13 +161,19 @@ class PrivateRabbit:
         }
         self.broker_url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:
+            self.start()
 
     def _server(self) -> str:
         direct = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
         return str(direct) if direct.exists() else "rabbitmq-server"
 
     def start(self, timeout: float = 120) -> None:
+        self.launch()
+        infra.wait_until("the private RabbitMQ node", self._ready, timeout=timeout, every=0.5)
+
+    def launch(self) -> None:
+        """Start the node's process without waiting for it to take connections."""
         out = (self.dir / "server.out").open("ab")
         self.proc = subprocess.Popen(
             _as_user("rabbitmq", [self._server()]),
@@ -175,7 +183,6 @@ class PrivateRabbit:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        infra.wait_until("the private RabbitMQ node", self._ready, timeout=timeout, every=0.5)
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

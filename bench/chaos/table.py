@@ -19,7 +19,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for key, phase in report.get("phases", {}).items():
         if "runs" in phase:
             for run in phase["runs"]:
-                rows.append((f"({key}) broker down {run.get('outage_s')} s", run))
+                label = run.get("label") or f"broker down {run.get('outage_s')} s"
+                rows.append((f"({key}) {label}", run))
         else:
             rows.append((f"({key}) {phase.get('name', key).replace('_', ' ')}", phase))
     return rows

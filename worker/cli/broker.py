@@ -14,9 +14,10 @@ ACCESS_REFUSED = 403
 
 
 def masked(url: str) -> str:
-    """The broker URL as it may be shown: kombu writes the password as ``**``."""
+    """The broker URL as it may be shown: kombu writes the password as ``**``; every node of a
+    cluster's list is shown, each masked."""
     try:
-        return str(Connection(url).as_uri())
+        return ";".join(str(Connection(part).as_uri()) for part in url.split(";") if part)
     except Exception:
         return "RECON_BROKER_URL"
 

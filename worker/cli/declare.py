@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import click
-from kombu import Connection
+from amqp.exceptions import PreconditionFailed
+from kombu import Connection, Queue
 
+from worker.cli.broker import refusal
 from worker.intake.broker_cap import CAPPED, TOO_LOW, advice, probe_message_cap
 from worker.intake.wire import MAX_BODY_BYTES
 from worker.settings import load_settings
 
 
 @click.command()
-def declare() -> None:
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="Move a vhost from release 0.2's classic queues and direct exchange to quorum queues "
+    "and a topic exchange, keeping every message (stop every worker first).",
+)
+def declare(upgrade: bool) -> None:
     """Declare every exchange and queue on RECON_BROKER_URL (dead letters first), then check
     that the broker refuses messages over the intake's size limit.
 
@@ -27,9 +35,21 @@ def declare() -> None:
     settings = load_settings()
     with Connection(settings.broker_url, connect_timeout=10) as connection:
         connection.ensure_connection(max_retries=3)
-        declare_topology(
-            connection, events=events_queue_for(settings), task_queue_names=task_queue_names()
-        )
+        if upgrade:
+            _upgrade(connection, settings.delivery_limit, events_queue_for(settings))
+        try:
+            declare_topology(
+                connection,
+                events=events_queue_for(settings),
+                task_queue_names=task_queue_names(),
+                delivery_limit=settings.delivery_limit,
+            )
+        except PreconditionFailed as exc:
+            raise click.ClickException(
+                f"{refusal(exc, url=settings.broker_url)}: this vhost holds queues declared "
+                "otherwise (release 0.2's classic queues?): stop every worker, then run "
+                "`recon declare --upgrade`"
+            ) from exc
     click.echo(
         f"declared exchange {settings.events_exchange} -> queue {settings.events_queue}, "
         f"task queues, and dead letters {DEAD_EXCHANGE.name} -> {DEAD_QUEUE.name}"
@@ -44,6 +64,23 @@ def declare() -> None:
     if state == TOO_LOW:
         raise click.ClickException(problem)
     click.echo(f"warning: {problem}", err=True)
+
+
+def _upgrade(connection: Connection, delivery_limit: int, events: Queue) -> None:
+    from worker.ops.upgrade import UpgradeRefused, upgrade_topology
+    from worker.queues import task_queue_names
+
+    try:
+        moved = upgrade_topology(
+            connection,
+            events=events,
+            task_queue_names=task_queue_names(),
+            delivery_limit=delivery_limit,
+        )
+    except UpgradeRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    for entry in moved:
+        click.echo(f"{entry.queue}: quorum, {entry.messages} message(s) moved over")
 
 
 def register(group: click.Group) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 
 
 @click.command()
@@ -56,7 +56,34 @@ def worker(concurrency: int, hostname: str | None, celery_args: tuple[str, ...])
     settings = load_settings()
     # Celery would log a refused login as a crash with its traceback; say it in one line.
     check_login(settings.broker_url)
+    _check_topology(settings)
     run_worker(settings, concurrency=concurrency, hostname=hostname, extra=celery_args)
+
+
+def _check_topology(settings: Settings) -> None:
+    """Refuse to start on queues declared otherwise (a 0.2 vhost), naming the command that fixes
+    it: Celery would fail to declare them at every reconnect. A broker that does not answer is
+    left to the worker, which waits for it."""
+    from kombu import Connection
+
+    from worker.ops.upgrade import stale_queues
+    from worker.queues import task_queue_names
+
+    try:
+        with Connection(settings.broker_url, connect_timeout=10) as connection:
+            connection.connect()
+            stale = stale_queues(
+                connection,
+                task_queue_names=task_queue_names(),
+                delivery_limit=settings.delivery_limit,
+            )
+    except Exception:
+        return
+    if stale:
+        raise click.ClickException(
+            f"{', '.join(stale)} exist(s) declared otherwise (release 0.2's classic queues, or "
+            "another RECON_DELIVERY_LIMIT): stop every worker, then run `recon declare --upgrade`"
+        )
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

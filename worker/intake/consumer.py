@@ -91,7 +91,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         self._app = parent.app
         self._settings = settings_of(parent.app)
         self._task_queue_names = task_queue_names
-        self._enqueue = Enqueuer(parent.app)
+        self._enqueue = Enqueuer(parent.app, delivery_limit=self._settings.delivery_limit)
         self._batch: list[Message] = []
         self._batch_bytes = 0
         self._flush_entry: Any = None
@@ -112,6 +112,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
             c.connection,
             events=events_queue_for(self._settings),
             task_queue_names=self._task_queue_names(),
+            delivery_limit=self._settings.delivery_limit,
         )
         check_message_cap(c.connection)
         super().start(c)

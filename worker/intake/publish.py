@@ -24,6 +24,7 @@ from worker.queues import (
     DEAD_AT_HEADER,
     DEAD_EXCHANGE,
     DEAD_QUEUE,
+    DEFAULT_DELIVERY_LIMIT,
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
@@ -53,8 +54,10 @@ def tasks_of(batch: Iterable[Stored]) -> list[tuple[str, Any]]:
 class Enqueuer:
     """Names the work stored messages made, after their commit, without importing the tasks."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
         self._app = app
+        # Live work: the intake always enqueues on the live queue, declared as the app does.
+        self._live = task_queue(TASK_QUEUE, delivery_limit=delivery_limit)
         self._connection: Any = None
         self._channel: Any = None
         self._unconfirmed: set[int] = set()
@@ -80,11 +83,12 @@ class Enqueuer:
             self._publish_confirmed(tasks)
 
     def _publish_confirmed(self, tasks: list[tuple[str, Any]]) -> None:
-        live = task_queue(TASK_QUEUE)
         channel = self._confirming_channel()
         producer = Producer(channel)
         for name, argument in tasks:
-            self._app.send_task(name, args=[argument], queue=live, producer=producer, retry=False)
+            self._app.send_task(
+                name, args=[argument], queue=self._live, producer=producer, retry=False
+            )
         if self._confirms:
             self._wait_for_confirms()
 

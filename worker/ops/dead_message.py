@@ -21,7 +21,12 @@ from typing import Any
 from kombu.message import Message
 
 from worker.observe.masking import CUT, MAX_DEPTH, redact, shown, shown_excerpt
-from worker.queues import DEAD_AT_HEADER, ORIGINAL_EXCHANGE_HEADER, REASON_HEADER
+from worker.queues import (
+    DEAD_AT_HEADER,
+    DELIVERY_COUNT_HEADER,
+    ORIGINAL_EXCHANGE_HEADER,
+    REASON_HEADER,
+)
 
 EXCERPT_CHARS = 300
 SHOWN_CHARS = 255
@@ -131,9 +136,14 @@ def describe(message: Message, queue: str) -> DeadMessage:
 
 
 def identity(body: bytes, headers: dict[str, Any], properties: dict[str, Any], key: str) -> str:
-    """The id operators name a message by: a digest of all of it, computed here."""
+    """The id operators name a message by: a digest of all of it, computed here.
+
+    Not of ``x-delivery-count``: the quorum dead-letter queue rewrites it each time a browse gives
+    the message back, and the id must not change while the message waits. (Two messages equal in
+    all else are the same message to an operator: either may be shown or replayed.)"""
     kept = {name: properties.get(name) for name in _IDENTITY_PROPERTIES}
-    parts = [hashlib.sha256(body).hexdigest(), plain(headers), plain(kept), key]
+    own = {name: value for name, value in headers.items() if name != DELIVERY_COUNT_HEADER}
+    parts = [hashlib.sha256(body).hexdigest(), plain(own), plain(kept), key]
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

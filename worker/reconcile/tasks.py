@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,7 +18,7 @@ from celery.exceptions import Reject
 from models.session import database_unavailable
 from worker.app import app
 from worker.budget import limiter
-from worker.queues import REDRIVE_QUEUE
+from worker.queues import DELIVERY_COUNT_HEADER, REDRIVE_QUEUE, queue_of_routing_key
 from worker.reconcile import deliveries, orders, redeem, resources
 from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
 from worker.settings import settings_of
@@ -46,7 +47,7 @@ class ReconTask(Task):
 
     def again_in(self, delay: float | None) -> None:
         if delay is not None:
-            raise self.retry(countdown=delay)
+            raise self.retry(countdown=whole_seconds(delay))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._within_delivery_limit()
@@ -59,20 +60,27 @@ class ReconTask(Task):
                 raise
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(self.request.retries, 9))
             log.warning("task.database_unavailable", error=type(exc).__name__, retry_in=delay)
-            raise self.retry(exc=exc, countdown=random.uniform(delay / 2, delay)) from exc
+            countdown = whole_seconds(random.uniform(delay / 2, delay))
+            raise self.retry(exc=exc, countdown=countdown) from exc
+
+    def returns(self) -> int:
+        """How often this message came back to its queue: RabbitMQ counts it on a quorum queue
+        and says so in ``x-delivery-count`` (absent on a first delivery). A retry is a new
+        message, so its count starts again; only ``redelivered`` messages are read, so a count a
+        retry copied from the message before it is never taken for its own."""
+        if not (self.request.delivery_info or {}).get("redelivered") or self.request.is_eager:
+            return 0
+        value = getattr(self.request, DELIVERY_COUNT_HEADER, None)
+        try:
+            return int(value or 0)
+        except (TypeError, ValueError):
+            return 0
 
     def _within_delivery_limit(self) -> None:
-        if not (self.request.delivery_info or {}).get("redelivered") or self.request.is_eager:
+        count = self.returns()
+        if count == 0:
             return
         settings = self.resources.settings
-        try:
-            count = deliveries.count_redelivery(
-                self.resources.engine, task_id=str(self.request.id), task_name=self.name
-            )
-        except Exception as exc:
-            if database_unavailable(exc):
-                return  # the body will meet the same outage and retry
-            raise
         if count > settings.delivery_limit:
             reason = (
                 f"{self.name} came back {count} times (RECON_DELIVERY_LIMIT "
@@ -86,7 +94,7 @@ class ReconTask(Task):
                     task_id=str(self.request.id),
                     args=self.request.args,
                     kwargs=self.request.kwargs,
-                    queue=str(info.get("routing_key") or ""),
+                    queue=queue_of_routing_key(str(info.get("routing_key") or "")),
                     reason=reason,
                 )
             except Exception as exc:
@@ -104,6 +112,12 @@ def recon_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Task
         bind=True, base=ReconTask, name=name, **options
     )
     return declare
+
+
+def whole_seconds(delay: float) -> int:
+    """A countdown native delayed delivery can take: whole seconds, at least one (kombu's
+    delayed-delivery routing key counts seconds, and refuses a countdown that rounds to 0)."""
+    return max(1, math.ceil(delay)) if delay > 0 else 0
 
 
 def _busy_delay() -> float:
@@ -137,7 +151,8 @@ def _route(redriven: bool) -> dict[str, Any]:
 
 
 def enqueue_order(order_ref: str, delay: float | None = None, *, redriven: bool = False) -> None:
-    reconcile_order.apply_async(args=[order_ref], countdown=delay, **_route(redriven))
+    countdown = whole_seconds(delay) if delay else None
+    reconcile_order.apply_async(args=[order_ref], countdown=countdown, **_route(redriven))
 
 
 def enqueue_redriven(order_ref: str, delay: float | None = None) -> None:

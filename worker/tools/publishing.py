@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,43 @@ def publish_bodies(
             )
             sent += 1
     return sent
+
+
+#: Times a line is sent again after the connection was lost, each time to the next node.
+RECONNECTS = 3
+
+
+def _send(
+    connection: Connection,
+    current: Producer,
+    producer: Callable[[], Producer],
+    body: bytes,
+    key: str,
+    returned: list[str],
+) -> Producer:
+    """Publish one line; the producer to use for the next. A lost node is replaced by the next
+    of a cluster's nodes (the failover list in RECON_BROKER_URL) and the line sent again: if the
+    lost node had taken it, the intake keeps one copy (it de-duplicates on event_id)."""
+    for attempt in range(RECONNECTS + 1):
+        returned.clear()
+        try:
+            current.publish(
+                body,
+                routing_key=key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                mandatory=True,
+            )
+            return current
+        except connection.connection_errors:
+            if attempt == RECONNECTS:
+                raise
+            _close(current)
+            connection.close()
+            connection.ensure_connection(max_retries=RECONNECTS)
+            current = producer()
+    return current
 
 
 def dumps(event: dict[str, object]) -> bytes:
@@ -95,16 +132,8 @@ def publish_lines(
     try:
         for number, body in lines:
             key = routing_key_for(body, fallback_routing_key)
-            returned.clear()
             try:
-                current.publish(
-                    body,
-                    routing_key=key,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    mandatory=True,
-                )
+                current = _send(connection, current, producer, body, key, returned)
             except MessageNacked:
                 yield Fate(number, key, REFUSED, "the broker did not confirm it (nack)")
                 continue
