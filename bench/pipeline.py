@@ -352,7 +352,8 @@ def _print_costs(result: dict[str, Any]) -> None:
         flush=True,
     )
     for role, row in result["round_trips"].items():
-        kinds = ", ".join(f"{k} {v:,}" for k, v in row.items() if k not in ("per_order", "per_item"))
+        skip = ("per_order", "per_item")
+        kinds = ", ".join(f"{k} {v:,}" for k, v in row.items() if k not in skip)
         print(
             f"  database round trips, {role}: {row['per_order']:.2f} per order, "
             f"{row['per_item']:.2f} per item ({kinds})",

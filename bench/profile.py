@@ -29,7 +29,7 @@ from bench import infra, pipeline, report
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 #: The root frame py-spy gives each process with --subprocesses: "process 123:"<command line>"".
-_PROCESS = re.compile(r'^process (\d+):')
+_PROCESS = re.compile(r"^process (\d+):")
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             svg.replace(target)
     print(f"\n{result['items_per_s']:,.0f} items/s while sampled (py-spy slows the workers)")
     print(_write_top(top_frames(raw, workers.pool_pids), report.RESULTS / "profile-top.txt"))
-    print("flame graph(s): " + ", ".join(str(p) for p in sorted(report.RESULTS.glob("profile*.svg"))))
+    graphs = sorted(report.RESULTS.glob("profile*.svg"))
+    print("flame graph(s): " + ", ".join(str(path) for path in graphs))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Database round trips of the workers (issue 14), read from their metric files.
 
 Each `recon worker` of the benchmark serves metrics with its multiprocess directory under
-``directory(name)``; its processes count their round trips there (``worker/observe/round_trips.py``).
+``directory(name)``; its processes count their round trips there
+(``worker/observe/round_trips.py``).
 Read them while the workers run: a worker removes its directory when it stops.
 """
 

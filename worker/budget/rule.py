@@ -56,6 +56,12 @@ class Budget:
         return rings
 
     @property
+    def slot_interval(self) -> float:
+        """The average time between two slots coming free in a saturated ring: how far apart
+        deferred requests are given their return times."""
+        return self.window / self.per_minute
+
+    @property
     def pace_size(self) -> int:
         """Re-driven work is paced: it takes a slot only while everyone together used fewer
         than this many in the last ``pace_window`` (one second's worth of the average rate).
@@ -66,6 +72,20 @@ class Budget:
     @property
     def pace_window(self) -> float:
         return self.window * self.pace_size / self.per_minute
+
+
+#: A deferral is never longer than this (RabbitMQ's consumer_timeout bounds a held message);
+#: past it the spreading gives up and the request comes back then.
+MAX_DEFERRAL_SECONDS = 600.0
+
+
+def spread(horizon: float | None, now: float, wait: float, spacing: float) -> float:
+    """The next return time handed out: ``wait`` from ``now`` (when a slot may free), but at
+    least ``spacing`` after the last one handed out (``horizon``)."""
+    earliest = now + wait
+    if horizon is None:
+        return earliest
+    return min(max(earliest, horizon + spacing), now + MAX_DEFERRAL_SECONDS)
 
 
 def redrive_wait(

@@ -52,9 +52,19 @@ def reconcile_order(
 ) -> OrderReport:
     """Send the bill of ``order_ref`` to every open redemption that belongs to it."""
     report = OrderReport(order_ref)
-    with claimed(engine, lambda locks: locks.try_order(order_ref)) as claim:
+    idle = False
+
+    def take(locks: LockScope) -> bool:
+        # Most tasks of an order find it done (each of its events may enqueue it): one
+        # statement says so, without a lock or a session.
+        nonlocal idle
+        got = locks.try_open_order(order_ref)
+        idle = got is None
+        return bool(got)
+
+    with claimed(engine, take) as claim:
         if claim is None:
-            report.busy = True
+            report.busy = not idle
             return report
         transaction = claim.session.scalars(
             select(Transaction).where(Transaction.order_ref == order_ref)
