@@ -59,12 +59,18 @@ class _TryLocks:
         return self._try(_SWEEP, "sweep")
 
 
-#: Nothing of the order is open (or its bill is not stored): no lock is taken, nothing to do.
+#: The order's lock if it has open items on a stored bill. Otherwise no lock is kept: NULL when
+#: it was free (nothing to do), false when another worker holds it (busy, as before).
 _OPEN_ORDER = """
-    SELECT CASE WHEN EXISTS (
-        SELECT 1 FROM transactions t JOIN redemptions r ON r.transaction_id = t.id
-        WHERE t.order_ref = :key AND r.state IN ('pending', 'retrying'))
-    THEN pg_try_advisory_lock(:space, hashtext(:key)) END
+    SELECT CASE
+        WHEN EXISTS (
+            SELECT 1 FROM transactions t JOIN redemptions r ON r.transaction_id = t.id
+            WHERE t.order_ref = :key AND r.state IN ('pending', 'retrying'))
+        THEN pg_try_advisory_lock(:space, hashtext(:key))
+        WHEN pg_try_advisory_lock(:space, hashtext(:key))
+        THEN CASE WHEN pg_advisory_unlock(:space, hashtext(:key)) THEN NULL::boolean END
+        ELSE false
+    END
 """
 
 
@@ -89,8 +95,9 @@ class PostgresLockScope(_TryLocks):
         )
 
     def try_open_order(self, order_ref: str) -> bool | None:
-        """``try_order`` if the order has open items on a stored bill; None (no lock taken)
-        when it has none: one statement for the common "already done" case."""
+        """``try_order`` if the order has open items on a stored bill; None (no lock kept)
+        when it has none and no other worker holds it: one statement for the common "already
+        done" case."""
         self.dirty = True
         got = self._conn.execute(text(_OPEN_ORDER), {"space": _ORDER, "key": order_ref}).scalar()
         return None if got is None else bool(got)
