@@ -25,20 +25,28 @@ def directory(name: str) -> Path:
 
 def read(name: str) -> dict[str, dict[str, float]]:
     """{role: {kind: round trips so far}} over every worker called ``name``."""
+    totals: dict[str, dict[str, float]] = {}
+    for labels, value in _samples(name, "recon_db_round_trips"):
+        role = totals.setdefault(labels["role"], {})
+        role[labels["kind"]] = role.get(labels["kind"], 0.0) + value
+    return totals
+
+
+def total(name: str, metric: str) -> float:
+    """A counter's total over every worker called ``name`` (e.g. recon_ratelimit_deferrals)."""
+    return sum(value for _, value in _samples(name, metric))
+
+
+def _samples(name: str, metric: str) -> list[tuple[dict[str, str], float]]:
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    totals: dict[str, dict[str, float]] = {}
+    found = []
     for sub in sorted((ROOT / name).glob("recon-metrics-*")):
-        for metric in MultiProcessCollector(None, path=str(sub)).collect():
-            if metric.name != "recon_db_round_trips":
+        for family in MultiProcessCollector(None, path=str(sub)).collect():
+            if family.name != metric:
                 continue
-            for sample in metric.samples:
-                if not sample.name.endswith("_total"):
-                    continue
-                role = totals.setdefault(sample.labels["role"], {})
-                kind = sample.labels["kind"]
-                role[kind] = role.get(kind, 0.0) + sample.value
-    return totals
+            found += [(s.labels, s.value) for s in family.samples if s.name.endswith("_total")]
+    return found
 
 
 def spent(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict:
