@@ -30,6 +30,9 @@ from bench import infra, pipeline, report
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 #: The root frame py-spy gives each process with --subprocesses: "process 123:"<command line>"".
 _PROCESS = re.compile(r"^process (\d+):")
+#: The product's own code (absolute paths: py-spy runs with --full-filenames); the CLI's frames
+#: hold every task and would fill the list.
+ROOMS = (f"{infra.ROOT}/worker/", f"{infra.ROOT}/models/")
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
@@ -95,7 +98,7 @@ def top_frames(raw: list[Path], pool_pids: set[int], n: int = 10) -> dict[str, l
             # Including callees: the product's own functions (the shared stack above them
             # would fill the list).
             for frame in set(frames):
-                if any(room in frame for room in ("/worker/", "/models/")):
+                if any(room in frame for room in ROOMS) and "/cli/" not in frame:
                     inclusive[_short(frame)] += samples
 
     def rows(counter: collections.Counter[str]) -> list[Any]:

@@ -33,6 +33,13 @@ def _count(kind: str) -> None:
         flush()
 
 
+def _count_transaction(conn: Any, kind: str) -> None:
+    # An autocommit connection still "begins" and "rolls back" in SQLAlchemy's eyes, but sends
+    # nothing to the server for it.
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        _count(kind)
+
+
 def flush() -> None:
     """Add what was counted to the counter (also at the end of each task)."""
     global _unflushed
@@ -68,8 +75,8 @@ def listen() -> None:
         if _listening:
             return
         event.listen(Engine, "before_cursor_execute", lambda *_: _count("statement"))
-        event.listen(Engine, "begin", lambda *_: _count("begin"))
-        event.listen(Engine, "commit", lambda *_: _count("commit"))
-        event.listen(Engine, "rollback", lambda *_: _count("rollback"))
+        event.listen(Engine, "begin", lambda conn: _count_transaction(conn, "begin"))
+        event.listen(Engine, "commit", lambda conn: _count_transaction(conn, "commit"))
+        event.listen(Engine, "rollback", lambda conn: _count_transaction(conn, "rollback"))
         event.listen(Pool, "checkout", lambda *_: _count("checkout"))
         _listening = True
