@@ -84,6 +84,8 @@ class PostgresLockScope(_TryLocks):
         self.connection: Connection | None = conn
         #: Set once a lock or the lock_timeout may need undoing before the connection goes back.
         self.dirty = False
+        #: A customer whose block ended, still locked until the next statement of this scope.
+        self._held: str | None = None
 
     def _try(self, space: int, key: str) -> bool:
         self.dirty = True
@@ -104,13 +106,27 @@ class PostgresLockScope(_TryLocks):
 
     @contextmanager
     def customer(self, key: str) -> Iterator[None]:
+        """The customer's lock, waited for up to the scope's wait. It is let go with the next
+        customer's lock or the scope's release, whichever comes first (the moments after the
+        block are a commit and the end of the scope): one round trip less per customer."""
+        if self._held == key:
+            # Still ours (the same customer's coupons, then its points): keep it.
+            self._held = None
+            try:
+                yield
+            finally:
+                self._held = key
+            return
         params = {"space": _CUSTOMER, "key": key, "wait": f"{self._wait_ms}ms"}
         self.dirty = True
         # set_config runs before the lock in the same statement, so the wait is bounded.
-        statement = (
-            "SELECT set_config('lock_timeout', :wait, false), "
-            "pg_advisory_lock(:space, hashtext(:key))"
-        )
+        statement = "SELECT set_config('lock_timeout', :wait, false), "
+        if self._held is not None:
+            statement += "pg_advisory_unlock(:space, hashtext(:held)), "
+            params["held"] = self._held
+        statement += "pg_advisory_lock(:space, hashtext(:key))"
+        # Unlocked before the statement ran, even if it fails (advisory locks ignore rollback).
+        self._held = None
         try:
             self._conn.execute(text(statement), params)
         except Exception as exc:
@@ -118,7 +134,7 @@ class PostgresLockScope(_TryLocks):
         try:
             yield
         finally:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:key))"), params)
+            self._held = key
 
 
 class _LocalRegistry:
