@@ -33,9 +33,12 @@ Three refinements, all inside the same statement:
   so no process sends on the key until the platform's ``Retry-After`` has passed.
 * Deferrals are spread (issue 14). A live request refused for longer than ``max_wait_seconds``
   goes back to the queue with a time of its own: the first at the oldest slot's expiry, each
-  next one a slot's interval (``window / limit``) later (``rate_limits.deferred_until`` holds
-  the last time handed out). Tasks given the same "oldest slot" time came back as a herd that
-  one slot could serve and the rest re-deferred, while slots freed after them went unused.
+  next one at the expiry of the next slot to free after the last time handed out
+  (``rate_limits.deferred_until``), so deferred requests come back in the pattern the ring
+  frees, one per slot; once every slot of the ring is spoken for, a slot's interval
+  (``window / limit``) apart. Tasks all given the oldest slot's time came back as a herd that
+  one slot could serve and the rest re-deferred, while the slots freed after them went unused.
+  A return time is not a reservation: whoever asks when a slot is free takes it.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
@@ -219,11 +222,12 @@ class GlobalRateLimiter:
 
     def _deferral(self, wait: float) -> float:
         """Seconds until this refused request's own return time (see "Deferrals are spread")."""
-        spacing = self.budget.slot_interval
+        budget = self.budget
+        main = budget.rings(self.key, LIVE)[0]
         if not self._postgres:
-            return memory.key(self.key).defer(wait, spacing)
+            return memory.key(self.key).defer(main, wait, budget.slot_interval)
         with self._connection() as conn:
-            return postgres.defer(conn, self.key, wait, spacing)
+            return postgres.defer(conn, main, wait, budget.slot_interval)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:

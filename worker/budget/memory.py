@@ -65,11 +65,17 @@ class MemoryKey:
                 self._rings[ring.key][slot] = (now, tier_name == REDRIVE)
             return 0.0, False
 
-    def defer(self, wait: float, spacing: float) -> float:
+    def defer(self, main: Ring, wait: float, spacing: float) -> float:
         """The next return time of a refused request, in seconds from now."""
         now = time.time()
         with self._lock:
-            self._deferred_until = spread(self._deferred_until, now, wait, spacing)
+            horizon = self._deferred_until
+            later = [
+                at + main.window
+                for at, _ in self._ring(main)[: main.size]
+                if horizon is not None and at + main.window > horizon
+            ]
+            self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
             return max(self._deferred_until - now, 0.005)
 
     def pause(self, seconds: float) -> None:

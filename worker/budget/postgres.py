@@ -37,11 +37,18 @@ _PG_LIVE_WAITED = text("""
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
+# rule.spread as one atomic upsert: two processes never get the same return time.
 _PG_DEFER = text("""
     INSERT INTO rate_limits AS r (key, deferred_until)
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
     ON CONFLICT (key) DO UPDATE SET deferred_until = least(
-        greatest(excluded.deferred_until, coalesce(r.deferred_until, 0) + :spacing),
+        greatest(
+            excluded.deferred_until,
+            coalesce(
+                (SELECT min(s.used_at) + :window FROM rate_limit_slots s
+                 WHERE s.key = :key AND s.slot < :size
+                   AND s.used_at > r.deferred_until - :window),
+                r.deferred_until + :spacing)),
         extract(epoch FROM clock_timestamp()) + :max_wait)
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
@@ -162,10 +169,16 @@ def wait(
     return max(wait, 0.005), False
 
 
-def defer(conn: Connection, key: str, wait: float, spacing: float) -> float:
-    """Hand out the next return time of a refused request (``rule.spread`` as one atomic
-    upsert, so two processes never get the same one): seconds from now."""
-    params = {"key": key, "wait": wait, "spacing": spacing, "max_wait": MAX_DEFERRAL_SECONDS}
+def defer(conn: Connection, main: Ring, wait: float, spacing: float) -> float:
+    """Hand out the next return time of a refused request: seconds from now."""
+    params = {
+        "key": main.key,
+        "size": main.size,
+        "window": main.window,
+        "wait": wait,
+        "spacing": spacing,
+        "max_wait": MAX_DEFERRAL_SECONDS,
+    }
     return max(float(conn.execute(_PG_DEFER, params).scalar() or wait), 0.005)
 
 

@@ -79,13 +79,17 @@ class Budget:
 MAX_DEFERRAL_SECONDS = 600.0
 
 
-def spread(horizon: float | None, now: float, wait: float, spacing: float) -> float:
-    """The next return time handed out: ``wait`` from ``now`` (when a slot may free), but at
-    least ``spacing`` after the last one handed out (``horizon``)."""
+def spread(
+    horizon: float | None, now: float, wait: float, next_free: float | None, spacing: float
+) -> float:
+    """The next return time handed out: when a slot may free (``wait`` from ``now``), but after
+    the last one handed out (``horizon``): at the next slot expiry after it (``next_free``), or a
+    slot's ``spacing`` later when every slot's expiry is spoken for."""
     earliest = now + wait
     if horizon is None:
         return earliest
-    return min(max(earliest, horizon + spacing), now + MAX_DEFERRAL_SECONDS)
+    step = next_free if next_free is not None else horizon + spacing
+    return min(max(earliest, step), now + MAX_DEFERRAL_SECONDS)
 
 
 def redrive_wait(
