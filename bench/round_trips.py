@@ -28,7 +28,7 @@ def read(name: str) -> dict[str, dict[str, float]]:
     totals: dict[str, dict[str, float]] = {}
     for labels, value in _samples(name, "recon_db_round_trips"):
         role = totals.setdefault(labels["role"], {})
-        role[labels["kind"]] = role.get(labels["kind"], 0.0) + value
+        role[labels["trip"]] = role.get(labels["trip"], 0.0) + value
     return totals
 
 

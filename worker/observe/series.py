@@ -95,9 +95,9 @@ class Series:
         )
         self.db_round_trips = Counter(
             "recon_db_round_trips",
-            "Database round trips by role (intake, tasks) and kind (statement, begin, commit, "
+            "Database round trips by role (intake, tasks) and trip (statement, begin, commit, "
             "rollback, checkout).",
-            ("role", "kind"),
+            ("role", "trip"),
             registry=r,
         )
         self.backfill_runs = Counter(
