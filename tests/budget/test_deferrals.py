@@ -44,7 +44,7 @@ def test_refused_requests_come_back_one_per_slot_as_the_slots_free(clean_db):
 
     times = _deferrals(limiter, 5)
 
-    assert times[0] > started + 59.0  # not before the oldest slot can free
+    assert times[0] > started + 58.0  # not long before the oldest slot can free
     assert times == sorted(times)
     assert len(set(times)) == 5
     # The three slots free within a second of each other: one request each, not a herd ...
@@ -78,7 +78,7 @@ def test_a_slot_that_frees_is_still_taken_at_once_by_whoever_asks(clean_db):
 
 def test_redriven_work_is_not_put_in_the_live_line(clean_db):
     limiter = _spent(clean_db, "redrive-line", limit=4)
-    live = _deferrals(limiter, 3)
+    live = _deferrals(limiter, 8)  # the last ones a slot's interval (15 s) apart
 
     with tier(REDRIVE), pytest.raises(Throttled) as refused:
         limiter.acquire()

@@ -38,7 +38,9 @@ Three refinements, all inside the same statement:
   frees, one per slot; once every slot of the ring is spoken for, a slot's interval
   (``window / limit``) apart. Tasks all given the oldest slot's time came back as a herd that
   one slot could serve and the rest re-deferred, while the slots freed after them went unused.
-  A return time is not a reservation: whoever asks when a slot is free takes it.
+  A return time is not a reservation: whoever asks when a slot is free takes it. Each comes
+  back half its ``max_wait_seconds`` early and waits for its slot in place, so the slot is
+  taken the moment it frees.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
@@ -225,9 +227,13 @@ class GlobalRateLimiter:
         budget = self.budget
         main = budget.rings(self.key, LIVE)[0]
         if not self._postgres:
-            return memory.key(self.key).defer(main, wait, budget.slot_interval)
-        with self._connection() as conn:
-            return postgres.defer(conn, main, wait, budget.slot_interval)
+            due = memory.key(self.key).defer(main, wait, budget.slot_interval)
+        else:
+            with self._connection() as conn:
+                due = postgres.defer(conn, main, wait, budget.slot_interval)
+        # Back a little before its slot frees, to wait for it in place: a task due exactly then
+        # is late by however long its worker takes to pick it up, and the slot stays empty.
+        return max(due - self.max_wait_seconds / 2, 0.005)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
