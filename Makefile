@@ -17,7 +17,7 @@ DIST        := dist
 SHIPPED     := .shipped-venv
 SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 
-.PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped \
+.PHONY: install demo test lint format bench chaos services browser clean lock wheel shipped profile \
 	settings-docs
 
 # The product: its lock, and the checkout installed in place (built with the locked setuptools,
@@ -106,6 +106,12 @@ browser:
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench
+
+# Phase 1 under py-spy (issue 14): a flame graph and the top frames in bench/results/profile*.
+# PROFILE_ORDERS=5000 for the benchmark's full size.
+PROFILE_ORDERS ?= 2000
+profile: $(STAMP) services
+	$(BIN)/python -m bench.profile --orders $(PROFILE_ORDERS)
 
 # The chaos suite (about 20 minutes; not part of `make test`): kills, outages, faults, garbage.
 chaos: $(STAMP) services

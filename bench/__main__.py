@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import math
 import os
 import platform
 import sys
@@ -32,7 +33,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-threads", default="1,2", help="thread counts tried for the floor")
     parser.add_argument("--limit", type=int, default=6000, help="rate limit per minute, phase 2")
     parser.add_argument("--window", type=float, default=60.0, help="phase 2 window, seconds")
-    parser.add_argument("--rl-orders", type=int, default=4500, help="orders published, phase 2")
+    parser.add_argument(
+        "--rl-orders",
+        type=int,
+        default=None,
+        help="orders published, phase 2 (default: 1.5 times what the window allows)",
+    )
+    parser.add_argument(
+        "--rl-limits",
+        default="1000,6000,30000",
+        help="phase 2 is run at each of these limits (issue 14); --limit's run is the headline",
+    )
     parser.add_argument("--rl-workers", type=int, default=4)
     parser.add_argument("--rl-concurrency", type=int, default=1)
     parser.add_argument(
@@ -203,24 +214,37 @@ def _floor(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str,
 
 def _ratelimit(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:
     print("\n== phase 2: the shared rate limit ==", flush=True)
-    result = ratelimit_phase.run(
-        sandbox,
-        limit_per_minute=args.limit,
-        window_s=args.window,
-        orders=args.rl_orders,
-        coupons_per_bill=args.coupons_per_bill,
-        workers=args.rl_workers,
-        concurrency=args.rl_concurrency,
-        log_dir=LOG_DIR,
-        mode=args.rl_mode,
-        demand=args.rl_demand,
-    )
-    print(
-        f"  accepted {result['accepted_in_window']:,} in {result['window_s']:.1f} s "
-        f"({result['share_of_limit']:.1%} of the limit), 429s: {result['throttled_429']}",
-        flush=True,
-    )
-    return result
+    limits = sorted({int(n) for n in args.rl_limits.split(",") if n.strip()} | {args.limit})
+    runs: dict[str, Any] = {}
+    for limit in limits:
+        # 1.5 times what the window allows (each order is two calls): work still queued at its end.
+        orders = args.rl_orders or math.ceil(1.5 * limit * args.window / 60 / 2)
+        result = ratelimit_phase.run(
+            sandbox,
+            limit_per_minute=limit,
+            window_s=args.window,
+            orders=orders,
+            coupons_per_bill=args.coupons_per_bill,
+            workers=args.rl_workers,
+            concurrency=args.rl_concurrency,
+            log_dir=LOG_DIR,
+            mode=args.rl_mode,
+            demand=args.rl_demand,
+        )
+        print(
+            f"  {limit:,}/min: accepted {result['accepted_in_window']:,} in "
+            f"{result['window_s']:.1f} s ({result['share_of_limit']:.1%} of the limit; "
+            f"lowest 60 s window {result['sliding_60s_min_share']:.1%}), 429s: "
+            f"{result['throttled_429']}; refused a slot: {result['refused_in_window']:,} "
+            f"(peak {result['peak_refused_in_one_second']:,} in one second)",
+            flush=True,
+        )
+        print(f"    accepted per second: {result['accepted_per_s']}", flush=True)
+        print(f"    refused per second:  {result['refused_per_s']}", flush=True)
+        runs[str(limit)] = result
+    headline = dict(runs[str(args.limit)])
+    headline["by_limit"] = {k: v for k, v in runs.items() if k != str(args.limit)}
+    return headline
 
 
 def _window(sandbox: infra.SandboxProcess, args: argparse.Namespace) -> dict[str, Any]:

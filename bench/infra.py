@@ -23,6 +23,7 @@ import psutil
 import requests
 from kombu import Connection
 
+from bench import round_trips
 from tests import services
 from worker.ops import migrate
 
@@ -257,6 +258,7 @@ class Workers:
         log_dir: Path,
     ) -> None:
         self.backend = backend
+        self.name = name
         self.count = count
         self.concurrency = concurrency
         env = dict(os.environ)
@@ -268,6 +270,10 @@ class Workers:
             LOYALTY_API_PASSWORD=PASSWORD,
             LOYALTY_RATE_LIMIT_PER_MINUTE=str(rate_limit_per_minute),
             RECON_LOG_LEVEL="WARNING",
+            # Metrics served (any free port) so each worker counts its database round trips in
+            # files the benchmark reads (bench/round_trips.py).
+            RECON_METRICS_PORT="0",
+            RECON_METRICS_DIR=str(round_trips.directory(name)),
             # The sweeper and backfill run only under `recon beat`, which the benchmark does not
             # start; nothing but the intake and the reconcile tasks runs.
         )

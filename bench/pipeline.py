@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench import infra
+from bench import infra, round_trips
 from bench.load import Publication, Scenario, publish, register_with_sandbox, scenario
 from models.session import build_engine
 
@@ -211,6 +211,7 @@ def burst(
     ours = {*pool.pids(), sandbox.proc.pid}
     programs_before = infra.cpu_by_program(ours)
     calls_before = sandbox.stats()
+    trips_before = round_trips.read(pool.name)
     print(
         f"  burst: publishing {len(traffic.events):,} events ({len(traffic.orders):,} orders, "
         f"{traffic.items:,} items) to {pool.count} worker(s) x -c {pool.concurrency} ...",
@@ -224,6 +225,7 @@ def burst(
     roles_after = pool.cpu_by_role()
     programs_after = infra.cpu_by_program(ours)
     stats = sandbox.stats()
+    trips = round_trips.spent(trips_before, round_trips.read(pool.name))
 
     by_status, succeeded = _outcome_counts(engine, "bench")
     items = succeeded["coupon"] + succeeded["points"]
@@ -290,7 +292,12 @@ def burst(
             },
             "worker_ms_per_order": round(1000 * (main_cpu + pool_cpu) / max(orders, 1), 2),
             "machine_ms_per_order": round(1000 * busy / max(orders, 1), 2),
+            "worker_ms_per_item": round(1000 * (main_cpu + pool_cpu) / max(items, 1), 2),
+            "pool_ms_per_item": round(1000 * pool_cpu / max(items, 1), 2),
+            "intake_ms_per_item": round(1000 * main_cpu / max(items, 1), 2),
         },
+        # Database round trips (statements, transaction ends, checkouts), issue 14.
+        "round_trips": round_trips.per_unit(trips, orders, items),
     }
 
 
@@ -337,6 +344,23 @@ def paced(
     }
 
 
+def _print_costs(result: dict[str, Any]) -> None:
+    cpu = result["cpu"]
+    print(
+        f"  worker CPU per item: {cpu['worker_ms_per_item']:.2f} ms (intake "
+        f"{cpu['intake_ms_per_item']:.2f} + tasks {cpu['pool_ms_per_item']:.2f}; target <= 4)",
+        flush=True,
+    )
+    for role, row in result["round_trips"].items():
+        skip = ("per_order", "per_item")
+        kinds = ", ".join(f"{k} {v:,}" for k, v in row.items() if k not in skip)
+        print(
+            f"  database round trips, {role}: {row['per_order']:.2f} per order, "
+            f"{row['per_item']:.2f} per item ({kinds})",
+            flush=True,
+        )
+
+
 def run(
     sandbox: infra.SandboxProcess,
     *,
@@ -372,6 +396,7 @@ def run(
             f"{result['latency_s']['p50']:.2f} s, p95 {result['latency_s']['p95']:.2f} s",
             flush=True,
         )
+        _print_costs(result)
         if paced_seconds > 0 and not result["timed_out"]:
             # Let the burst's leftovers (tasks enqueued twice for an order whose events two
             # intake consumers stored, retries of those) drain, so the paced orders meet an idle

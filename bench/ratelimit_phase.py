@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench import infra
+from bench import infra, round_trips
 from bench.load import publish, register_with_sandbox, scenario
 from bench.pipeline import FINAL
 from models.session import build_engine
@@ -90,7 +90,7 @@ def run(
             infra.wait_until(
                 "the intake to store every event",
                 lambda: _stored(engine) >= len(traffic.events),
-                timeout=300,
+                timeout=max(300, len(traffic.events) / 100),
                 every=1.0,
             )
             stored_before_window = _stored(engine)
@@ -100,16 +100,19 @@ def run(
         time.sleep(warmup_s)
         print(f"  measuring a {window_s:.0f} s window ...", flush=True)
         cpu_before, roles_before = infra.system_cpu_seconds(), pool.cpu_by_role()
-        before, opened = sandbox.stats(), time.monotonic()
-        trace = []
-        last = _accepted(before)
+        before, opened, wall_opened = sandbox.stats(), time.monotonic(), time.time()
+        # Per second: requests accepted and requests refused a slot (deferred to the queue), so
+        # a herd of deferred tasks coming back together shows.
+        each_second: list[tuple[int, int]] = []
+        last, refused = _accepted(before), round_trips.total(pool.name, DEFERRALS)
         now = before
         while time.monotonic() - opened < window_s:
-            time.sleep(min(5.0, max(0.0, window_s - (time.monotonic() - opened))))
-            now = sandbox.stats()
-            trace.append(_accepted(now) - last)
-            last = _accepted(now)
+            time.sleep(min(1.0, max(0.0, window_s - (time.monotonic() - opened))))
+            now, deferrals = sandbox.stats(), round_trips.total(pool.name, DEFERRALS)
+            each_second.append((_accepted(now) - last, round(deferrals - refused)))
+            last, refused = _accepted(now), deferrals
         after, closed = now, time.monotonic()
+        trace = [sum(n for n, _ in each_second[i : i + 5]) for i in range(0, len(each_second), 5)]
         cpu_after, roles_after = infra.system_cpu_seconds(), pool.cpu_by_role()
         busy = cpu_after["busy"] - cpu_before["busy"]
         idle = cpu_after["idle"] - cpu_before["idle"]
@@ -129,6 +132,7 @@ def run(
         memory = pool.memory.report()
         pool = None
         final = sandbox.stats()
+        final_per_second = final.get("per_second", {}).get(infra.USERNAME, {})
         accepted = _accepted(after) - _accepted(before)
         allowed = limit_per_minute * seconds / 60
         per_second = final.get("per_second", {}).get(infra.USERNAME, {})
@@ -147,6 +151,11 @@ def run(
             "allowed_in_window": round(allowed, 1),
             "share_of_limit": round(accepted / allowed, 4),
             "accepted_per_5s": trace,
+            "accepted_per_s": [n for n, _ in each_second],
+            "refused_per_s": [n for _, n in each_second],
+            "refused_in_window": sum(n for _, n in each_second),
+            "peak_refused_in_one_second": max((n for _, n in each_second), default=0),
+            **_windows(final_per_second, wall_opened, seconds, limit_per_minute),
             "max_requests_in_one_second": max((int(n) for n in per_second.values()), default=0),
             "throttled_429": int(final.get("by_status", {}).get("429", 0)),
             "throttled_counter": int(final.get("throttled", 0)),
@@ -170,6 +179,25 @@ def run(
             publisher.join(timeout=10)
         engine.dispose()
         backend.close()
+
+
+DEFERRALS = "recon_ratelimit_deferrals"
+
+
+def _windows(
+    counts: dict[str, int], opened: float, seconds: float, limit_per_minute: int
+) -> dict[str, Any]:
+    """The share of the limit in every 60 s window inside the measured span (one window when
+    the span is 60 s), from the sandbox's requests per second."""
+    first, last = int(opened) + 1, int(opened + seconds) - 1
+    per_s = [int(counts.get(str(t), 0)) for t in range(first, last + 1)]
+    sums = [sum(per_s[i : i + 60]) for i in range(0, max(len(per_s) - 59, 1))]
+    allowed = limit_per_minute * min(60, len(per_s)) / 60
+    return {
+        "sliding_60s_windows": len(sums),
+        "sliding_60s_min_share": round(min(sums) / max(allowed, 1), 4),
+        "sliding_60s_max_count": max(sums),
+    }
 
 
 def _stored(engine: Engine) -> int:

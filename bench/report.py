@@ -191,12 +191,18 @@ def _window_rows(results: dict[str, Any], row: Any) -> None:
         )
     limit = results.get("ratelimit")
     if limit:
-        row(
-            "long backlog: share of the budget used, 429s",
-            f"{limit['share_of_limit']:.1%}, {limit['throttled_429']} x 429",
-            f">= {BACKLOG_SHARE:.0%}, 0 x 429",
-            limit["share_of_limit"] >= BACKLOG_SHARE and limit["throttled_429"] == 0,
-        )
+        # Issue 14: the same backlog at every limit of --rl-limits, headline first.
+        for run in (limit, *limit.get("by_limit", {}).values()):
+            share = min(run["share_of_limit"], run.get("sliding_60s_min_share", 1.0))
+            row(
+                f"long backlog at {run['limit_per_minute']:,}/min: share of the budget in every "
+                "60 s window, 429s",
+                f"{share:.1%}, {run['throttled_429']} x 429; refused a slot "
+                f"{run.get('refused_in_window', 0):,} (peak "
+                f"{run.get('peak_refused_in_one_second', 0):,}/s)",
+                f">= {BACKLOG_SHARE:.0%}, 0 x 429",
+                share >= BACKLOG_SHARE and run["throttled_429"] == 0,
+            )
     throttle = win.get("throttle")
     if throttle:
         row(

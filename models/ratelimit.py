@@ -26,6 +26,9 @@ class RateLimitState(Base):
     live_waited_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     # After a 429: no process sends on the key before this (database clock, epoch seconds).
     paused_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # The last return time handed to a deferred request (database clock, epoch seconds): the
+    # next one is a slot's interval later, so deferred requests do not come back as a herd.
+    deferred_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class RateLimitSlot(Base):

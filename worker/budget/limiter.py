@@ -31,6 +31,20 @@ Three refinements, all inside the same statement:
   work; when no live work waits, re-driven work may use the whole budget.
 * A 429 pauses the key: ``pause()`` stores ``paused_until`` for the key, every take checks it,
   so no process sends on the key until the platform's ``Retry-After`` has passed.
+* Deferrals are spread (issue 14). A live request refused for longer than ``max_wait_seconds``
+  goes back to the queue with a time of its own: the first at the oldest slot's expiry, each
+  next one at the expiry of the next slot to free after the last time handed out
+  (``rate_limits.deferred_until``), so deferred requests come back in the pattern the ring
+  frees, one per slot; once every slot of the ring is spoken for, a slot's interval
+  (``window / limit``) apart. Tasks all given the oldest slot's time came back as a herd that
+  one slot could serve and the rest re-deferred, while the slots freed after them went unused.
+  A return time is not a reservation: whoever asks when a slot is free takes it. Each comes
+  back half its ``max_wait_seconds`` early and waits for its slot in place, so the slot is
+  taken the moment it frees.
+
+Round trips: a take is one statement on an autocommit connection; inside reconcile work it
+runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
+checkout of its own.
 
 Where it lives: this module is what callers use (``acquire``, ``pause``, ``tier``); the rule's
 arithmetic is ``rule.py``, its statements ``postgres.py``, and the embedded SQLite demo, which runs
@@ -61,6 +75,18 @@ log = structlog.get_logger(__name__)
 DEFAULT_PAUSE_SECONDS = 5.0
 
 _tier: ContextVar[str] = ContextVar("recon_rate_limit_tier", default=LIVE)
+_shared: ContextVar[Connection | None] = ContextVar("recon_rate_limit_connection", default=None)
+
+
+@contextmanager
+def sharing(conn: Connection | None) -> Iterator[None]:
+    """Inside, the budget's statements run on ``conn`` (an autocommit connection of the same
+    engine, held by the caller) instead of checking out one of their own."""
+    token = _shared.set(conn)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
 
 
 @contextmanager
@@ -162,7 +188,7 @@ class GlobalRateLimiter:
         if not self._postgres:
             return memory.key(self.key).take(rings, tier_name, budget)
         for _ in range(2):
-            with self.engine.begin() as conn:
+            with self._connection() as conn:
                 self._ensure(conn, rings)
                 if postgres.take(conn, rings, tier_name, budget):
                     return 0.0, False
@@ -189,10 +215,36 @@ class GlobalRateLimiter:
                     slot_waited(tier_name, waited)
                 return
             if paused or waited + wait > limit:
+                if not paused and tier_name == LIVE:
+                    wait = self._deferral(wait)
                 deferred(tier_name, wait)
                 raise Throttled(wait)
             time.sleep(wait)
             waited += wait
+
+    def _deferral(self, wait: float) -> float:
+        """Seconds until this refused request's own return time (see "Deferrals are spread")."""
+        budget = self.budget
+        main = budget.rings(self.key, LIVE)[0]
+        if not self._postgres:
+            due = memory.key(self.key).defer(main, wait, budget.slot_interval)
+        else:
+            with self._connection() as conn:
+                due = postgres.defer(conn, main, wait, budget.slot_interval)
+        # Back a little before its slot frees, to wait for it in place: a task due exactly then
+        # is late by however long its worker takes to pick it up, and the slot stays empty.
+        return max(due - self.max_wait_seconds / 2, 0.005)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        shared = _shared.get()
+        if shared is not None and shared.engine is self.engine and not shared.closed:
+            yield shared
+            return
+        # Every statement of the budget stands alone (each take is one atomic statement), so
+        # no transaction: no BEGIN and COMMIT round trips.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     def pause(self, retry_after: float | None) -> float:
         """The platform answered 429: no process sends on this key before its time is up."""

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 
-from worker.budget.rule import LIVE, REDRIVE, Budget, Ring, redrive_wait
+from worker.budget.rule import LIVE, REDRIVE, Budget, Ring, redrive_wait, spread
 
 
 class MemoryKey:
@@ -18,6 +18,7 @@ class MemoryKey:
         self._rings: dict[str, list[tuple[float, bool]]] = {}
         self._paused_until = 0.0
         self._live_waited_at = -math.inf
+        self._deferred_until: float | None = None
 
     def _ring(self, ring: Ring) -> list[tuple[float, bool]]:
         slots = self._rings.setdefault(ring.key, [])
@@ -63,6 +64,19 @@ class MemoryKey:
             for ring, slot in zip(rings, picks, strict=True):
                 self._rings[ring.key][slot] = (now, tier_name == REDRIVE)
             return 0.0, False
+
+    def defer(self, main: Ring, wait: float, spacing: float) -> float:
+        """The next return time of a refused request, in seconds from now."""
+        now = time.time()
+        with self._lock:
+            horizon = self._deferred_until
+            later = [
+                at + main.window
+                for at, _ in self._ring(main)[: main.size]
+                if horizon is not None and at + main.window > horizon
+            ]
+            self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
+            return max(self._deferred_until - now, 0.005)
 
     def pause(self, seconds: float) -> None:
         with self._lock:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from worker.budget.rule import LIVE, REDRIVE, Budget, Ring, redrive_wait
+from worker.budget.rule import (
+    LIVE,
+    MAX_DEFERRAL_SECONDS,
+    REDRIVE,
+    Budget,
+    Ring,
+    redrive_wait,
+)
 
 _NOW = "(SELECT t FROM now)"
 _PG_ENSURE = text("""
@@ -29,6 +36,21 @@ _PG_LIVE_WAITED = text("""
     INSERT INTO rate_limits AS r (key, live_waited_at)
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
+""")
+# rule.spread as one atomic upsert: two processes never get the same return time.
+_PG_DEFER = text("""
+    INSERT INTO rate_limits AS r (key, deferred_until)
+    VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
+    ON CONFLICT (key) DO UPDATE SET deferred_until = least(
+        greatest(
+            excluded.deferred_until,
+            coalesce(
+                (SELECT min(s.used_at) + :window FROM rate_limit_slots s
+                 WHERE s.key = :key AND s.slot < :size
+                   AND s.used_at > r.deferred_until - :window),
+                r.deferred_until + :spacing)),
+        extract(epoch FROM clock_timestamp()) + :max_wait)
+    RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
 _PG_RING_WAIT = text("""
     SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
@@ -145,6 +167,19 @@ def wait(
         wait = redrive_wait(budget, main, live_waited, redriven, oldest, paced)
     # A slot was free but another process took it first: try again very soon.
     return max(wait, 0.005), False
+
+
+def defer(conn: Connection, main: Ring, wait: float, spacing: float) -> float:
+    """Hand out the next return time of a refused request: seconds from now."""
+    params = {
+        "key": main.key,
+        "size": main.size,
+        "window": main.window,
+        "wait": wait,
+        "spacing": spacing,
+        "max_wait": MAX_DEFERRAL_SECONDS,
+    }
+    return max(float(conn.execute(_PG_DEFER, params).scalar() or wait), 0.005)
 
 
 def ensure(conn: Connection, ring: Ring) -> None:

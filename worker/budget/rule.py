@@ -56,6 +56,12 @@ class Budget:
         return rings
 
     @property
+    def slot_interval(self) -> float:
+        """The average time between two slots coming free in a saturated ring: how far apart
+        deferred requests are given their return times."""
+        return self.window / self.per_minute
+
+    @property
     def pace_size(self) -> int:
         """Re-driven work is paced: it takes a slot only while everyone together used fewer
         than this many in the last ``pace_window`` (one second's worth of the average rate).
@@ -66,6 +72,24 @@ class Budget:
     @property
     def pace_window(self) -> float:
         return self.window * self.pace_size / self.per_minute
+
+
+#: A deferral is never longer than this (RabbitMQ's consumer_timeout bounds a held message);
+#: past it the spreading gives up and the request comes back then.
+MAX_DEFERRAL_SECONDS = 600.0
+
+
+def spread(
+    horizon: float | None, now: float, wait: float, next_free: float | None, spacing: float
+) -> float:
+    """The next return time handed out: when a slot may free (``wait`` from ``now``), but after
+    the last one handed out (``horizon``): at the next slot expiry after it (``next_free``), or a
+    slot's ``spacing`` later when every slot's expiry is spoken for."""
+    earliest = now + wait
+    if horizon is None:
+        return earliest
+    step = next_free if next_free is not None else horizon + spacing
+    return min(max(earliest, step), now + MAX_DEFERRAL_SECONDS)
 
 
 def redrive_wait(

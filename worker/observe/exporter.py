@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from worker.observe import discovery
+from worker.observe import discovery, round_trips
 from worker.observe.broker_gauges import BrokerGauges
 from worker.observe.discovery import alive
 from worker.observe.gauges import DatabaseGauges
@@ -142,6 +142,10 @@ def start_for_worker(settings: Settings) -> Any | None:
     use_directory(directory)
     _remove_on_exit(directory)
     signals.worker_process_shutdown.connect(_mark_child_dead, weak=False)
+    # Round trips are counted where they are served (issue 14: the benchmark reads them).
+    round_trips.listen()
+    signals.worker_process_init.connect(round_trips.in_pool, weak=False)
+    signals.task_postrun.connect(lambda **_: round_trips.flush(), weak=False)
 
     from prometheus_client import CollectorRegistry
 

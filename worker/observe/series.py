@@ -93,6 +93,13 @@ class Series:
             ("kind",),
             registry=r,
         )
+        self.db_round_trips = Counter(
+            "recon_db_round_trips",
+            "Database round trips by role (intake, tasks) and trip (statement, begin, commit, "
+            "rollback, checkout).",
+            ("role", "trip"),
+            registry=r,
+        )
         self.backfill_runs = Counter(
             "recon_backfill_runs", "Nightly backfill runs, by result.", ("result",), registry=r
         )

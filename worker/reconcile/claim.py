@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from models.session import unit_of_work
-from worker.budget.limiter import Throttled
+from worker.budget.limiter import Throttled, sharing
 from worker.reconcile.locks import CustomerBusy, LockScope, lock_scope
 
 #: A customer still busy after the lock's wait: come back after this long.
@@ -44,7 +44,8 @@ def claimed(engine: Engine, take: Callable[[LockScope], bool]) -> Iterator[Claim
         if not take(locks):
             yield None
             return
-        with unit_of_work(engine) as session:
+        # The budget's takes run on the locks' connection: no checkout of their own per call.
+        with unit_of_work(engine) as session, sharing(locks.connection):
             claim = Claim(locks, session, undo=session.rollback)
             try:
                 yield claim

@@ -26,7 +26,12 @@ class CustomerBusy(Exception):
 
 
 class LockScope(Protocol):
+    #: The scope's own autocommit connection (PostgreSQL), which the request budget's
+    #: statements may share; None in the one-process demo.
+    connection: Connection | None
+
     def try_order(self, order_ref: str) -> bool: ...
+    def try_open_order(self, order_ref: str) -> bool | None: ...
     def try_redeem(self, request_id: int) -> bool: ...
     def try_sweep(self) -> bool: ...
     def customer(self, key: str) -> AbstractContextManager[None]: ...
@@ -35,11 +40,17 @@ class LockScope(Protocol):
 class _TryLocks:
     """The non-blocking locks, in one place for both kinds of scope."""
 
+    connection: Connection | None = None
+
     def _try(self, space: int, key: str) -> bool:
         raise NotImplementedError
 
     def try_order(self, order_ref: str) -> bool:
         return self._try(_ORDER, order_ref)
+
+    def try_open_order(self, order_ref: str) -> bool | None:
+        """``try_order``, where finding out that nothing is open costs more than the lock."""
+        return self.try_order(order_ref)
 
     def try_redeem(self, request_id: int) -> bool:
         return self._try(_REDEEM, str(request_id))
@@ -48,14 +59,36 @@ class _TryLocks:
         return self._try(_SWEEP, "sweep")
 
 
+#: The order's lock if it has open items on a stored bill. Otherwise no lock is kept: NULL when
+#: it was free (nothing to do), false when another worker holds it (busy, as before).
+_OPEN_ORDER = """
+    SELECT CASE
+        WHEN EXISTS (
+            SELECT 1 FROM transactions t JOIN redemptions r ON r.transaction_id = t.id
+            WHERE t.order_ref = :key AND r.state IN ('pending', 'retrying'))
+        THEN pg_try_advisory_lock(:space, hashtext(:key))
+        WHEN pg_try_advisory_lock(:space, hashtext(:key))
+        THEN CASE WHEN pg_advisory_unlock(:space, hashtext(:key)) THEN NULL::boolean END
+        ELSE false
+    END
+"""
+
+
 class PostgresLockScope(_TryLocks):
+    """Every statement here is one round trip: the lock_timeout is set with the first customer
+    lock and reset with the release, and the release is skipped when nothing was taken."""
+
     def __init__(self, conn: Connection, customer_wait_seconds: float) -> None:
         self._conn = conn
         self._wait_ms = int(customer_wait_seconds * 1000)
-        # Once per scope; lock_scope resets it before the connection goes back to the pool.
-        conn.execute(text(f"SET lock_timeout = {self._wait_ms}"))
+        self.connection: Connection | None = conn
+        #: Set once a lock or the lock_timeout may need undoing before the connection goes back.
+        self.dirty = False
+        #: A customer whose block ended, still locked until the next statement of this scope.
+        self._held: str | None = None
 
     def _try(self, space: int, key: str) -> bool:
+        self.dirty = True
         return bool(
             self._conn.execute(
                 text("SELECT pg_try_advisory_lock(:space, hashtext(:key))"),
@@ -63,17 +96,45 @@ class PostgresLockScope(_TryLocks):
             ).scalar()
         )
 
+    def try_open_order(self, order_ref: str) -> bool | None:
+        """``try_order`` if the order has open items on a stored bill; None (no lock kept)
+        when it has none and no other worker holds it: one statement for the common "already
+        done" case."""
+        self.dirty = True
+        got = self._conn.execute(text(_OPEN_ORDER), {"space": _ORDER, "key": order_ref}).scalar()
+        return None if got is None else bool(got)
+
     @contextmanager
     def customer(self, key: str) -> Iterator[None]:
-        params = {"space": _CUSTOMER, "key": key}
+        """The customer's lock, waited for up to the scope's wait. It is let go with the next
+        customer's lock or the scope's release, whichever comes first (the moments after the
+        block are a commit and the end of the scope): one round trip less per customer."""
+        if self._held == key:
+            # Still ours (the same customer's coupons, then its points): keep it.
+            self._held = None
+            try:
+                yield
+            finally:
+                self._held = key
+            return
+        params = {"space": _CUSTOMER, "key": key, "wait": f"{self._wait_ms}ms"}
+        self.dirty = True
+        # set_config runs before the lock in the same statement, so the wait is bounded.
+        statement = "SELECT set_config('lock_timeout', :wait, false), "
+        if self._held is not None:
+            statement += "pg_advisory_unlock(:space, hashtext(:held)), "
+            params["held"] = self._held
+        statement += "pg_advisory_lock(:space, hashtext(:key))"
+        # Unlocked before the statement ran, even if it fails (advisory locks ignore rollback).
+        self._held = None
         try:
-            self._conn.execute(text("SELECT pg_advisory_lock(:space, hashtext(:key))"), params)
+            self._conn.execute(text(statement), params)
         except Exception as exc:
             raise CustomerBusy(f"customer {key} stayed busy for {self._wait_ms} ms") from exc
         try:
             yield
         finally:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:key))"), params)
+            self._held = key
 
 
 class _LocalRegistry:
@@ -127,14 +188,16 @@ def lock_scope(engine: Engine, *, customer_wait_seconds: float = 30.0) -> Iterat
             local.release_all()
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        scope = PostgresLockScope(conn, customer_wait_seconds)
         try:
-            yield PostgresLockScope(conn, customer_wait_seconds)
+            yield scope
         finally:
             # Closing returns the connection to the pool; session-level advisory locks would
-            # survive that, so drop them all first.
+            # survive that, so drop them all first (one round trip: two statements, no
+            # parameters, sent as one simple query).
             try:
-                conn.execute(text("SELECT pg_advisory_unlock_all()"))
-                conn.execute(text("RESET lock_timeout"))
+                if scope.dirty:
+                    conn.execute(text("SELECT pg_advisory_unlock_all(); RESET lock_timeout"))
             except Exception as exc:
                 # The connection broke (a database restart invalidates it): discarding it ends
                 # its server session, and every advisory lock with it. The block's own error, if

@@ -52,16 +52,24 @@ def reconcile_order(
 ) -> OrderReport:
     """Send the bill of ``order_ref`` to every open redemption that belongs to it."""
     report = OrderReport(order_ref)
-    with claimed(engine, lambda locks: locks.try_order(order_ref)) as claim:
+    idle = False
+
+    def take(locks: LockScope) -> bool:
+        # Most tasks of an order find it done (each of its events may enqueue it): one
+        # statement says so, without a lock or a session.
+        nonlocal idle
+        got = locks.try_open_order(order_ref)
+        idle = got is None
+        return bool(got)
+
+    with claimed(engine, take) as claim:
         if claim is None:
-            report.busy = True
+            report.busy = not idle
             return report
-        transaction = claim.session.scalars(
-            select(Transaction).where(Transaction.order_ref == order_ref)
-        ).first()
-        if transaction is None:
-            return report  # redemptions wait for their bill
-        items = open_items(claim.session, transaction_id=transaction.id)
+        found = open_work(claim.session, order_ref=order_ref)
+        if found is None:
+            return report  # redemptions wait for their bill, or all are done
+        transaction, items = found
         _send_all(claim.session, client, claim.locks, transaction, items, policy, report)
     if claim.deferred_for is not None:
         # Not an attempt: nothing was sent. Come back when the budget allows.
@@ -70,17 +78,20 @@ def reconcile_order(
     return report
 
 
-def open_items(session: Session, *, transaction_id: int) -> list[Redemption]:
-    """Redemptions of a bill still to be sent, coupons first, grouped by customer."""
-    return list(
-        session.scalars(
-            select(Redemption)
-            .where(Redemption.transaction_id == transaction_id, Redemption.state.in_(WORKABLE))
-            .order_by(
-                Redemption.kind, Redemption.customer_type, Redemption.customer_value, Redemption.id
-            )
+def open_work(session: Session, *, order_ref: str) -> tuple[Transaction, list[Redemption]] | None:
+    """The order's bill and its redemptions still to be sent, coupons first, grouped by
+    customer, in one query; None when there is no bill or nothing open."""
+    rows = session.execute(
+        select(Transaction, Redemption)
+        .join(Redemption, Redemption.transaction_id == Transaction.id)
+        .where(Transaction.order_ref == order_ref, Redemption.state.in_(WORKABLE))
+        .order_by(
+            Redemption.kind, Redemption.customer_type, Redemption.customer_value, Redemption.id
         )
-    )
+    ).all()
+    if not rows:
+        return None
+    return rows[0][0], [item for _, item in rows]
 
 
 def _send_all(

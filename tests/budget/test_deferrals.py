@@ -1,0 +1,113 @@
+"""Deferred requests come back one by one, not as a herd (issue 14).
+
+A live request refused for longer than it may wait in place goes back to the queue. Each gets a
+return time of its own, across every process sharing the key: the first when the oldest slot
+frees, each next one when the next slot frees, and once every slot is spoken for, a slot's
+interval (window / limit) apart. Re-driven work and pauses after a 429 keep their own rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from models.session import build_engine
+from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
+
+
+def _deferrals(limiter: GlobalRateLimiter, count: int) -> list[float]:
+    """The return times (epoch seconds) ``count`` refused requests were given."""
+    times = []
+    for _ in range(count):
+        with pytest.raises(Throttled) as refused:
+            limiter.acquire()
+        times.append(time.time() + refused.value.retry_after)
+    return times
+
+
+def _spent(
+    engine, key: str, limit: int, window: float = 60.0, apart: float = 0.0
+) -> GlobalRateLimiter:
+    """A limiter whose every slot was just taken, ``apart`` seconds from one to the next."""
+    limiter = GlobalRateLimiter(engine, key=key, per_minute=limit, window=window)
+    for _ in range(limit):
+        assert limiter.try_acquire(LIVE) == 0.0
+        time.sleep(apart)
+    return limiter
+
+
+def test_refused_requests_come_back_one_per_slot_as_the_slots_free(clean_db):
+    started = time.time()
+    limiter = _spent(clean_db, "herd-key", limit=3, apart=0.3)  # a slot frees every 20 s
+
+    times = _deferrals(limiter, 5)
+
+    assert times[0] > started + 58.0  # not long before the oldest slot can free
+    assert times == sorted(times)
+    assert len(set(times)) == 5
+    # The three slots free within a second of each other: one request each, not a herd ...
+    assert times[2] - times[0] < 5.0, times
+    # ... then every slot is spoken for: a slot's interval apart.
+    assert all(later - earlier > 15.0 for earlier, later in itertools.pairwise(times[2:]))
+
+
+def test_every_process_on_the_key_draws_from_the_same_line(clean_db, pg_url):
+    first = _spent(clean_db, "shared-line", limit=4, apart=0.2)
+    other_engine = build_engine(pg_url)
+    try:
+        other = GlobalRateLimiter(other_engine, key="shared-line", per_minute=4)
+        times = sorted(_deferrals(first, 2) + _deferrals(other, 2))
+    finally:
+        other_engine.dispose()
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap > 0.1 for gap in gaps), times  # one slot each: no two share a time
+
+
+def test_a_slot_that_frees_is_still_taken_at_once_by_whoever_asks(clean_db):
+    # Return times are a hint to the queue, not a reservation: a slot is never held empty.
+    limiter = _spent(clean_db, "no-hold", limit=2, window=3.0)
+    limiter.max_wait_seconds = 0.1
+    _deferrals(limiter, 3)
+    limiter.max_wait_seconds = 10.0
+
+    limiter.acquire()  # waits in place for the first slot to free, and takes it, no Throttled
+
+
+def test_redriven_work_is_not_put_in_the_live_line(clean_db):
+    limiter = _spent(clean_db, "redrive-line", limit=4)
+    live = _deferrals(limiter, 8)  # the last ones a slot's interval (15 s) apart
+
+    with tier(REDRIVE), pytest.raises(Throttled) as refused:
+        limiter.acquire()
+
+    assert time.time() + refused.value.retry_after < live[-1]
+
+
+def test_a_pause_after_a_429_sends_everyone_back_at_its_end(clean_db):
+    limiter = GlobalRateLimiter(clean_db, key="paused-line", per_minute=1000)
+    limiter.pause(30.0)
+
+    now = time.time()
+    times = _deferrals(limiter, 3)
+
+    assert all(now + 25.0 < t <= now + 31.0 for t in times), times
+
+
+def test_the_embedded_sqlite_limiter_spreads_deferrals_the_same_way(tmp_path):
+    from worker.ops import migrate
+
+    url = f"sqlite:///{tmp_path / 'defer.sqlite3'}"
+    migrate.upgrade(url)
+    engine = build_engine(url)
+    try:
+        limiter = _spent(engine, "sqlite-line", limit=2, apart=0.3)
+        times = _deferrals(limiter, 4)
+    finally:
+        engine.dispose()
+
+    assert times == sorted(times)
+    assert times[1] - times[0] < 5.0
+    assert all(later - earlier > 25.0 for earlier, later in itertools.pairwise(times[1:]))
