@@ -1,6 +1,6 @@
 """The README's configuration table and ``.env.example``, written from the settings declaration.
 
-``make settings-docs`` rewrites both after a change to ``worker/settings.py``;
+``make settings-docs`` rewrites both after a change to ``worker/settings/declaration.py``;
 ``tests/test_env_example.py`` fails while either differs from what this writes.
 """
 
@@ -25,8 +25,9 @@ ENV_EXAMPLE_HEAD = """\
 # EnvironmentFile. compose.yaml sets its own values and reads from `.env` only passwords and
 # tokens: LOYALTY_API_PASSWORD, POSTGRES_PASSWORD, RECON_OWNER_PASSWORD, RECON_SERVICE_PASSWORD,
 # RABBITMQ_PASSWORD, RECON_WEB_TOKEN, GRAFANA_ADMIN_PASSWORD and (for its flower profile)
-# FLOWER_BASIC_AUTH=user:password. Written from worker/settings.py by `make settings-docs`
-# (README.md, "Configuration", has the same table); tests/test_env_example.py keeps them in step.
+# FLOWER_BASIC_AUTH=user:password. Written from worker/settings/declaration.py by
+# `make settings-docs` (README.md, "Configuration", has the same table); tests/test_env_example.py
+# keeps them in step.
 """
 
 

@@ -16,7 +16,7 @@ from tests.settings_docs import (
 from worker.settings import load_settings
 
 ROOT = Path(__file__).parent.parent
-REGENERATE = "out of step with worker/settings.py: run `make settings-docs`"
+REGENERATE = "out of step with worker/settings/declaration.py: run `make settings-docs`"
 
 
 def example_lines() -> dict[str, str]:

@@ -96,7 +96,7 @@ def task_queue(name: str = TASK_QUEUE, *, delivery_limit: int | None = None) -> 
     )
 
 
-#: RECON_DELIVERY_LIMIT's default (worker/settings.py), for callers without settings at hand.
+#: RECON_DELIVERY_LIMIT's default (worker/settings/), for callers without settings at hand.
 DEFAULT_DELIVERY_LIMIT = 10
 
 

@@ -1,20 +1,12 @@
-"""Settings: environment variables with safe defaults, read by a function (never at import).
-
-``Settings`` is the one declaration: each variable is one ``Field`` with its name (the alias), its
-default, its rules and its meaning (its docstring). The README's configuration table and
-``.env.example`` are written from it (``make settings-docs``), and a test holds both against it.
-A bad value raises ``SettingsError``: one line naming the variable and what is expected, never
-the value (it may be a password).
-"""
+"""The declaration: every setting, one ``Field`` each, with its rules and its meaning."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -283,7 +275,9 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (by attribute name), checked by the same rules."""
-        return _build({**dict(self), **changes}, variables={})
+        from worker.settings.loading import build
+
+        return build({**dict(self), **changes}, variables={})
 
 
 class _GivenVariables(EnvSettingsSource):
@@ -296,54 +290,3 @@ class _GivenVariables(EnvSettingsSource):
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return {name: value for name, value in self._variables.items() if value != ""}
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings from ``env`` (default: the process environment)."""
-    return _build({}, variables=env)
-
-
-def _build(values: dict[str, Any], *, variables: Mapping[str, str] | None) -> Settings:
-    token = _given.set(variables)
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text quotes the input, which may be a password.
-        raise SettingsError(_describe(exc)) from None
-    finally:
-        _given.reset(token)
-
-
-def _describe(exc: ValidationError) -> str:
-    aliases = {name: field.alias for name, field in Settings.model_fields.items()}
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = str(error["loc"][0]) if error["loc"] else "?"
-        problems.append(
-            f"{aliases.get(where) or where}: {error['msg'].removeprefix('Value error, ')}"
-        )
-    return "invalid configuration: " + "; ".join(problems)
-
-
-#: The settings each Celery app runs with, held beside the app and never in its configuration:
-#: Celery's configuration is what `celery inspect conf` and Flower show anyone on the broker, and
-#: its own filter only hides keys it recognises.
-_held: weakref.WeakKeyDictionary[Any, Settings] = weakref.WeakKeyDictionary()
-
-
-def hold_settings(celery_app: Any, settings: Settings) -> None:
-    """Give ``celery_app`` its settings (``configure``, or the environment's for ``celery -A``)."""
-    _held[celery_app] = settings
-
-
-def settings_of(celery_app: Any) -> Settings:
-    """The settings ``celery_app`` runs with: those a ``recon`` command configured it with, else
-    (``celery -A worker.app ...``) the ``RECON_*`` environment's, read when Celery first read its
-    configuration."""
-    settings = _held.get(celery_app)
-    if settings is None:
-        celery_app.conf.get("broker_url")  # the first read of the configuration holds them
-        settings = _held.get(celery_app)
-    if settings is None:
-        raise SettingsError("the Celery app was used before configure(settings) was called")
-    return settings
