@@ -16,10 +16,10 @@ from worker.settings.declaration import (
     MAX_RATE_LIMIT_PER_MINUTE,
     MIN_DIGEST_KEY_CHARS,
     Settings,
-    SettingsError,
+    load_settings,
 )
 from worker.settings.held import hold_settings, settings_of
-from worker.settings.loading import load_settings
+from worker.settings.loading import SettingsError
 
 __all__ = [
     "DEFAULT_BROKER_URL",

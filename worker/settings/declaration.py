@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.settings.loading import GivenVariables, SettingsError, build, given_variables
 
 #: The embedded default is the demo's database, in the folder where `recon demo` (`make demo`)
 #: keeps everything it leaves behind; `recon audit ...` run from the same folder reads it.
@@ -23,14 +19,6 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 MAX_RATE_LIMIT_PER_MINUTE = 100_000
 #: A key this long cannot be guessed; a shorter one would make the keyed digest guessable again.
 MIN_DIGEST_KEY_CHARS = 32
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-#: The variables ``load_settings`` was given, while it reads them (None: the process environment).
-_given: ContextVar[Mapping[str, str] | None] = ContextVar("recon_settings_given", default=None)
 
 
 class Settings(BaseSettings):
@@ -201,8 +189,8 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment alone (no .env file, no secrets directory), or, for load_settings(env),
         # the variables it was given in place of the process's own.
-        given = _given.get()
-        environment = env_settings if given is None else _GivenVariables(settings_cls, given)
+        given = given_variables.get()
+        environment = env_settings if given is None else GivenVariables(settings_cls, given)
         return (init_settings, environment)
 
     @field_validator("database_url")
@@ -275,18 +263,9 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (by attribute name), checked by the same rules."""
-        from worker.settings.loading import build
-
-        return build({**dict(self), **changes}, variables={})
+        return build(Settings, {**dict(self), **changes}, variables={})
 
 
-class _GivenVariables(EnvSettingsSource):
-    """The environment source, reading the variables ``load_settings`` was given instead of the
-    process's own (the demo's embedded defaults, the tests' private configurations)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
-        self._variables = variables
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name: value for name, value in self._variables.items() if value != ""}
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    return build(Settings, {}, variables=env)

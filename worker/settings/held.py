@@ -9,7 +9,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from worker.settings.declaration import Settings, SettingsError
+from worker.settings.declaration import Settings
+from worker.settings.loading import SettingsError
 
 _held: weakref.WeakKeyDictionary[Any, Settings] = weakref.WeakKeyDictionary()
 
