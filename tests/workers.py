@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +96,27 @@ class Workers:
             text=True,
             timeout=60,
         ).stdout
-        counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
-        delayed = sum(int(n) for name, n in counts.items() if name.startswith(DELAYED_PREFIX))
+        listed = {
+            name: int(count)
+            for name, count in (line.split("\t") for line in listing.splitlines() if "\t" in line)
+        }
+        # rabbitmqctl reads a quorum queue's counts from statistics that trail it by a second or
+        # two, so a message just published can be missing there; the queue itself (a passive
+        # declare) counts its ready messages at once. The larger of the two misses nothing.
+        ready = self._ready(
+            name for name in listed if name in self.work_queues() or name.startswith(DELAYED_PREFIX)
+        )
+        counts = {name: max(count, ready.get(name, 0)) for name, count in listed.items()}
+        delayed = sum(n for name, n in counts.items() if name.startswith(DELAYED_PREFIX))
         return {
-            **{name: int(counts.get(name, 0)) for name in self.work_queues()},
+            **{name: counts.get(name, 0) for name in self.work_queues()},
             "delayed": delayed,
         }
+
+    def _ready(self, names: Iterable[str]) -> dict[str, int]:
+        with Connection(self.settings.broker_url) as conn:
+            channel = conn.default_channel
+            return {name: channel.queue_declare(name, passive=True).message_count for name in names}
 
     def wait_until_idle(self, timeout: float = 60.0) -> None:
         """The one wait for quiet: poll until every work queue is empty and no worker holds a
