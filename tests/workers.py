@@ -11,6 +11,11 @@ from typing import Any
 
 import psutil
 from kombu import Connection
+from kombu.transport.native_delayed_delivery import (
+    MAX_LEVEL,
+    declare_native_delayed_delivery_exchanges_and_queues,
+    level_name,
+)
 
 from tests.shipped import RECON, product_env
 from worker.intake.consumer import events_queue_for
@@ -70,6 +75,11 @@ class Workers:
             for queue in queues:
                 queue(channel).declare()
                 channel.queue_purge(queue.name)
+            # A countdown an earlier test left waiting in delayed delivery would come back into
+            # this test's queues, and keep its wait for quiet from ending until it did.
+            declare_native_delayed_delivery_exchanges_and_queues(conn, "quorum")
+            for level in range(MAX_LEVEL + 1):
+                channel.queue_purge(level_name(level))
 
     def unfinished(self) -> dict[str, int]:
         """Messages of every work queue not yet done: ready plus unacknowledged.
@@ -79,6 +89,23 @@ class Workers:
         delayed-delivery queues (counted as ``delayed``), so 0 in all means no work is queued,
         running or waiting to run.
         """
+        listed = self._listed()
+        # rabbitmqctl reads a quorum queue's counts from statistics that trail it by a second or
+        # two, so a message just published can be missing there; the queue itself (a passive
+        # declare) counts its ready messages at once. The larger of the two misses nothing.
+        ready = self._ready(
+            name for name in listed if name in self.work_queues() or name.startswith(DELAYED_PREFIX)
+        )
+        counts = {name: max(count, ready.get(name, 0)) for name, count in listed.items()}
+        delayed = sum(n for name, n in counts.items() if name.startswith(DELAYED_PREFIX))
+        return {
+            **{name: counts.get(name, 0) for name in self.work_queues()},
+            "delayed": delayed,
+        }
+
+    def _listed(self) -> dict[str, int]:
+        """Every queue of the vhost with its messages (ready and unacknowledged), as rabbitmqctl
+        counts them."""
         vhost = self.settings.broker_url.rsplit("/", 1)[1] or "/"
         listing = subprocess.run(
             [
@@ -96,21 +123,9 @@ class Workers:
             text=True,
             timeout=60,
         ).stdout
-        listed = {
+        return {
             name: int(count)
             for name, count in (line.split("\t") for line in listing.splitlines() if "\t" in line)
-        }
-        # rabbitmqctl reads a quorum queue's counts from statistics that trail it by a second or
-        # two, so a message just published can be missing there; the queue itself (a passive
-        # declare) counts its ready messages at once. The larger of the two misses nothing.
-        ready = self._ready(
-            name for name in listed if name in self.work_queues() or name.startswith(DELAYED_PREFIX)
-        )
-        counts = {name: max(count, ready.get(name, 0)) for name, count in listed.items()}
-        delayed = sum(n for name, n in counts.items() if name.startswith(DELAYED_PREFIX))
-        return {
-            **{name: counts.get(name, 0) for name in self.work_queues()},
-            "delayed": delayed,
         }
 
     def _ready(self, names: Iterable[str]) -> dict[str, int]:
