@@ -67,7 +67,7 @@ def _send_through_limiter(
 def test_four_processes_on_one_key_never_put_more_than_the_limit_in_any_window(
     pg_url, clean_db, sandbox
 ):
-    limit, window, seconds = 12, 3.0, 10.0
+    limit, window, seconds = 12, 3.0, 7.0
     # The platform (the sandbox) counts the same sliding window, strictly.
     sandbox.configure(rate_limit_per_minute=limit, rate_window_seconds=window)
     context = multiprocessing.get_context("spawn")
@@ -88,7 +88,7 @@ def test_four_processes_on_one_key_never_put_more_than_the_limit_in_any_window(
     assert stats["throttled"] == 0
     assert "429" not in stats["by_status"]
     assert 429 not in {status for _, status in sent}  # (an empty body: 400, past the throttle)
-    # The budget is used: about three windows went by, each time the whole limit at once.
+    # The budget is used: over two windows went by, each time the whole limit at once.
     assert len(sent) >= 2 * limit
     # And each process got some of it: nobody is starved.
     assert stats["total"] == len(sent)

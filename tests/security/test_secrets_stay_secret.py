@@ -64,9 +64,9 @@ def secret_workers(pg_url, amqp_url, sandbox, secrets, tmp_path) -> Iterator[Wor
     pool.stop()
 
 
-def inspect(workers: Workers, *args: str) -> subprocess.CompletedProcess[str]:
+def inspect(workers: Workers, *args: str, timeout: int = 10) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CELERY, "-A", "worker.app", "inspect", *args, "--json", "--timeout", "10"],
+        [CELERY, "-A", "worker.app", "inspect", *args, "--json", "--timeout", str(timeout)],
         env=workers.env,
         cwd=workers.log_dir,
         capture_output=True,
@@ -77,7 +77,9 @@ def inspect(workers: Workers, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def ready(workers: Workers, node: str) -> bool:
-    return inspect(workers, "ping", "-d", node).returncode == 0
+    # A short wait per ping: a worker still starting does not answer, and ten seconds of silence
+    # per try was most of this test's time.
+    return inspect(workers, "ping", "-d", node, timeout=1).returncode == 0
 
 
 @pytest.mark.parametrize("with_defaults", ["0", "1"], ids=["conf", "conf-with-defaults"])
