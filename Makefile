@@ -24,14 +24,14 @@ SHIP_STAMP  := $(SHIPPED)/.installed-stamp
 # without build isolation, which would fetch it again unpinned).
 $(PRODUCT_STAMP): pyproject.toml setup.py requirements.lock requirements-build.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-compile --require-hashes -r requirements-build.lock
-	$(BIN)/pip install --quiet --no-compile --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-compile --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --require-hashes -r requirements-build.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(PRODUCT_STAMP)
 
 # The tools on top (pytest, ruff, mypy, Playwright, ...): the same versions where they overlap.
 $(STAMP): $(PRODUCT_STAMP) requirements-dev.lock
-	$(BIN)/pip install --quiet --no-compile --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -61,8 +61,8 @@ wheel: $(STAMP)
 shipped: wheel
 	rm -rf $(SHIPPED)
 	$(PYTHON) -m venv $(SHIPPED)
-	$(SHIPPED)/bin/pip install --quiet --no-compile --require-hashes -r requirements.lock
-	$(SHIPPED)/bin/pip install --quiet --no-compile --no-deps $(DIST)/*.whl
+	$(SHIPPED)/bin/pip install --quiet --require-hashes -r requirements.lock
+	$(SHIPPED)/bin/pip install --quiet --no-deps $(DIST)/*.whl
 	touch $(SHIP_STAMP)
 
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
