@@ -50,9 +50,8 @@ def attach_redemption(
     kind: str,
     redemption_id: str | None,
     external_reference_number: str | None,
-    order_ref: str,
 ) -> Transaction | None:
-    """Find the bill a redemption belongs to (listed explicitly, else same order) and link it."""
+    """Find the bill a redemption belongs to (listed explicitly, else its order's) and link it."""
     transaction = None
     if redemption_id is not None:
         transaction = session.scalars(
@@ -60,19 +59,22 @@ def attach_redemption(
             .join(TransactionLink)
             .where(TransactionLink.kind == kind, TransactionLink.redemption_id == redemption_id)
         ).first()
-    if transaction is None:
-        transaction = session.scalars(
-            select(Transaction).where(
-                Transaction.order_ref == order_ref, Transaction.explicit.is_(False)
-            )
-        ).first()
-    if transaction is None:
-        return None
     identity = (
         Redemption.redemption_id == redemption_id
         if redemption_id is not None
         else Redemption.external_reference_number == external_reference_number
     )
+    if transaction is None:
+        # The bill of the redemption row's own order: when a second event names a redemption
+        # already stored under another order, the row keeps its order (and an intake batch,
+        # which links set-wise, ends the same way).
+        transaction = session.scalars(
+            select(Transaction)
+            .join(Redemption, Redemption.order_ref == Transaction.order_ref)
+            .where(Redemption.kind == kind, identity, Transaction.explicit.is_(False))
+        ).first()
+    if transaction is None:
+        return None
     session.execute(
         update(Redemption)
         .where(Redemption.kind == kind, identity, Redemption.transaction_id.is_(None))

@@ -43,12 +43,13 @@ class Unconfirmed(Exception):
 
 
 def tasks_of(batch: Iterable[Stored]) -> list[tuple[str, Any]]:
-    """The (task name, argument) pairs a batch made, in a stable order."""
-    tasks: list[tuple[str, Any]] = []
+    """The (task name, argument) pairs a batch made, in a stable order, each once: an order
+    that several events of the batch made ready is one task (it reconciles them all)."""
+    tasks: dict[tuple[str, Any], None] = {}
     for stored in batch:
-        tasks += [("recon.reconcile_order", ref) for ref in sorted(stored.orders)]
-        tasks += [("recon.redeem_points", rid) for rid in sorted(stored.redeem_requests)]
-    return tasks
+        tasks |= dict.fromkeys(("recon.reconcile_order", ref) for ref in sorted(stored.orders))
+        tasks |= dict.fromkeys(("recon.redeem_points", r) for r in sorted(stored.redeem_requests))
+    return list(tasks)
 
 
 class Enqueuer:

@@ -88,7 +88,6 @@ def _add_redemption(session: Session, event: CouponRedeemed | PointsRedeemed) ->
         kind=kind,
         redemption_id=values["redemption_id"],
         external_reference_number=values.get("external_reference_number"),
-        order_ref=event.order_ref,
     )
 
 

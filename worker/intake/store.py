@@ -21,6 +21,7 @@ from models.matching import lock_match_keys
 from models.redemptions import PointsRedeemRequest, Redemption
 from models.transactions import Transaction
 from models.upsert import insert
+from worker.intake.batch_rows import add_batch_rows
 from worker.intake.contract import (
     Event,
     PointsRedeemRequested,
@@ -96,9 +97,9 @@ def store_batch(session: Session, messages: Sequence[Incoming]) -> list[Stored]:
     """Validate and store many messages in one transaction; one ``Stored`` per message, in order.
 
     The same fates as ``store_message`` one by one: the inbox rows go in with one statement per
-    kind (accepted, rejected), then each newly accepted event writes its domain rows in arrival
-    order, so an event sees what an earlier one of the batch wrote. A second copy of an event in
-    the same batch is a duplicate of the first.
+    kind (accepted, rejected), then the domain rows of every newly accepted event with one
+    statement per kind of row (``batch_rows.py``), ending where the events one at a time would.
+    A second copy of an event in the same batch is a duplicate of the first.
     """
     parsed = [_inbox_values(message) for message in messages]
     events = [event for _, event in parsed if event is not None]
@@ -107,15 +108,19 @@ def store_batch(session: Session, messages: Sequence[Incoming]) -> list[Stored]:
     lock_match_keys(session, [key for event in events for key in match_keys(event)])
     inserted = _insert_inbox_rows(session, [values for values, event in parsed if event])
     inserted |= _insert_inbox_rows(session, [values for values, event in parsed if not event])
-    results: list[Stored] = []
-    for values, event in parsed:
-        first = values["dedup_key"] in inserted
+    firsts: list[bool] = []
+    for values, _ in parsed:
+        firsts.append(values["dedup_key"] in inserted)
         inserted.discard(values["dedup_key"])  # a second copy in this batch is a duplicate
+    accepted = [event for (_, event), first in zip(parsed, firsts, strict=True) if event and first]
+    work = iter(add_batch_rows(session, accepted))
+    results: list[Stored] = []
+    for (values, event), first in zip(parsed, firsts, strict=True):
         if event is None:
             status = REJECTED if first else "duplicate"
             results.append(Stored(status, values["event_id"], reason=values["full_reason"]))
         elif first:
-            orders, redeem_requests = add_rows(session, event, locked=True)
+            orders, redeem_requests = next(work)
             results.append(Stored(ACCEPTED, event.event_id, None, orders, redeem_requests))
         else:
             results.append(_work_for_duplicate(session, event))

@@ -219,7 +219,6 @@ def store_redemption(session: Session, request: PointsRedeemRequest) -> int:
         kind=POINTS,
         redemption_id=request.redemption_id,
         external_reference_number=request.external_reference_number,
-        order_ref=request.order_ref,
     )
     return session.scalars(
         select(Redemption.id).where(
