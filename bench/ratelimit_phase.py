@@ -156,6 +156,7 @@ def run(
             "refused_in_window": sum(n for _, n in each_second),
             "peak_refused_in_one_second": max((n for _, n in each_second), default=0),
             **_windows(final_per_second, wall_opened, seconds, limit_per_minute),
+            **_steady(final_per_second, wall_opened, seconds, limit_per_minute),
             "max_requests_in_one_second": max((int(n) for n in per_second.values()), default=0),
             "throttled_429": int(final.get("by_status", {}).get("429", 0)),
             "throttled_counter": int(final.get("throttled", 0)),
@@ -197,6 +198,33 @@ def _windows(
         "sliding_60s_windows": len(sums),
         "sliding_60s_min_share": round(min(sums) / max(allowed, 1), 4),
         "sliding_60s_max_count": max(sums),
+    }
+
+
+#: A window is "steady" when it opens at least this long after the first call: the ring has
+#: turned once, so the first minute's burst (a backlog smaller than the limit goes at once, and
+#: the first minute does not know yet that more is coming) is behind it.
+FIRST_TURN_S = 61
+
+
+def _steady(
+    counts: dict[str, int], opened: float, seconds: float, limit_per_minute: int
+) -> dict[str, Any]:
+    """The lowest share of the limit in the 60 s windows inside the measured span that open a
+    full turn of the ring after the first call (None when the span holds none)."""
+    busy = [int(t) for t, n in counts.items() if int(n) > 0]
+    if not busy:
+        return {"first_call_s_before_window": None, "steady_60s_windows": 0}
+    first_call = min(busy)
+    start, last = max(int(opened) + 1, first_call + FIRST_TURN_S), int(opened + seconds) - 1
+    sums = [
+        sum(int(counts.get(str(t), 0)) for t in range(begin, begin + 60))
+        for begin in range(start, last - 58)
+    ]
+    return {
+        "first_call_s_before_window": round(opened - first_call, 1),
+        "steady_60s_windows": len(sums),
+        "steady_60s_min_share": round(min(sums) / limit_per_minute, 4) if sums else None,
     }
 
 

@@ -193,15 +193,24 @@ def _window_rows(results: dict[str, Any], row: Any) -> None:
     if limit:
         # Issue 14: the same backlog at every limit of --rl-limits, headline first.
         for run in (limit, *limit.get("by_limit", {}).values()):
+            steady = run.get("steady_60s_min_share")
             share = min(run["share_of_limit"], run.get("sliding_60s_min_share", 1.0))
             row(
                 f"long backlog at {run['limit_per_minute']:,}/min: share of the budget in every "
-                "60 s window, 429s",
-                f"{share:.1%}, {run['throttled_429']} x 429; refused a slot "
-                f"{run.get('refused_in_window', 0):,} (peak "
+                f"60 s window after the ring's first turn ({run.get('steady_60s_windows', 0)} "
+                "windows), 429s",
+                f"{'-' if steady is None else f'{steady:.1%}'}, {run['throttled_429']} x 429; "
+                f"refused a slot {run.get('refused_in_window', 0):,} (peak "
                 f"{run.get('peak_refused_in_one_second', 0):,}/s)",
                 f">= {BACKLOG_SHARE:.0%}, 0 x 429",
-                share >= BACKLOG_SHARE and run["throttled_429"] == 0,
+                steady is not None and steady >= BACKLOG_SHARE and run["throttled_429"] == 0,
+            )
+            row(
+                "  every 60 s window from 5 s after the first call (the first minute's burst "
+                "included)",
+                f"{share:.1%}",
+                "",
+                None,
             )
     throttle = win.get("throttle")
     if throttle:

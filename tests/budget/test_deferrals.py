@@ -111,3 +111,46 @@ def test_the_embedded_sqlite_limiter_spreads_deferrals_the_same_way(tmp_path):
     assert times == sorted(times)
     assert times[1] - times[0] < 5.0
     assert all(later - earlier > 25.0 for earlier, later in itertools.pairwise(times[1:]))
+
+
+def _taken_in(limiter: GlobalRateLimiter, seconds: float) -> int:
+    """Slots one eager process takes in ``seconds``, asking again at once after each refusal."""
+    taken, ends = 0, time.monotonic() + seconds
+    while time.monotonic() < ends:
+        if limiter.try_acquire(LIVE) == 0.0:
+            taken += 1
+    return taken
+
+
+@pytest.mark.parametrize("engine_kind", ["postgresql", "sqlite"])
+def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
+    engine_kind, clean_db, tmp_path
+):
+    # Issue 14: a ring spent in a burst frees in a burst a window later, and a 60 s window
+    # that opens just after a burst began misses it. With more work waiting than one turn of
+    # the ring serves, slots are handed out at the average rate (window / limit apart) instead.
+    engine = clean_db
+    if engine_kind == "sqlite":
+        from worker.ops import migrate
+
+        url = f"sqlite:///{tmp_path / 'pace.sqlite3'}"
+        migrate.upgrade(url)
+        engine = build_engine(url)
+    limiter = _spent(engine, f"paced-{engine_kind}", limit=20, window=2.0)
+    limiter.max_wait_seconds = 0.1
+    _deferrals(limiter, 50)  # 20 return times for the ring's slots, then 3 s beyond it
+
+    time.sleep(2.3)  # every slot is free again
+    taken = _taken_in(limiter, 0.5)
+
+    assert 3 <= taken <= 7, taken  # one per 0.1 s (window / limit), not all 20 at once
+
+
+def test_when_one_turn_of_the_ring_serves_all_that_waits_the_freed_slots_go_at_once(clean_db):
+    limiter = _spent(clean_db, "not-paced", limit=20, window=2.0)
+    limiter.max_wait_seconds = 0.1
+    _deferrals(limiter, 12)
+
+    time.sleep(2.3)
+
+    assert _taken_in(limiter, 0.5) == 20

@@ -57,6 +57,12 @@ class MemoryKey:
                     (min(redriven_at) - now) if redriven_at else None,
                     sum(1 for at, _ in recent if at > now - budget.pace_window),
                 )
+            elif tier_name == LIVE and wait <= 0 and self._saturated(now, main):
+                paced = sum(
+                    1 for at, _ in self._ring(main)[: main.size] if at > now - budget.pace_window
+                )
+                if paced >= budget.pace_size:
+                    wait = budget.slot_interval
             if wait > 0:
                 if tier_name == LIVE:
                     self._live_waited_at = now
@@ -64,6 +70,10 @@ class MemoryKey:
             for ring, slot in zip(rings, picks, strict=True):
                 self._rings[ring.key][slot] = (now, tier_name == REDRIVE)
             return 0.0, False
+
+    def _saturated(self, now: float, main: Ring) -> bool:
+        """More live work waits than one turn of the ring can serve (see postgres.py)."""
+        return self._deferred_until is not None and self._deferred_until > now + main.window
 
     def defer(self, main: Ring, wait: float, spacing: float) -> float:
         """The next return time of a refused request, in seconds from now."""

@@ -88,6 +88,16 @@ def _take_statement(rings: int, redrive: bool):
         f"""NOT EXISTS (SELECT 1 FROM rate_limits p
                         WHERE p.key = :k0 AND p.paused_until > {_NOW})""",
     ]
+    if not redrive:
+        # Even once saturated: while the return times handed out reach past a whole turn of the
+        # ring (more live work waits than one window can serve), live work too is paced.
+        gate += [
+            f"""(NOT EXISTS (SELECT 1 FROM rate_limits d
+                             WHERE d.key = :k0 AND d.deferred_until > {_NOW} + :w0)
+                 OR (SELECT count(*) FROM rate_limit_slots r
+                     WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
+                    < :pace_size)"""
+        ]
     if redrive:
         gate += [
             # Leave the reserve free for live work.
@@ -124,15 +134,9 @@ def take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) ->
     params: dict[str, object] = {"redriven": redrive}
     for i, ring in enumerate(rings):
         params.update({f"k{i}": ring.key, f"n{i}": ring.size, f"w{i}": ring.window})
+    params.update({"pace_window": budget.pace_window, "pace_size": budget.pace_size})
     if redrive:
-        params.update(
-            {
-                "reserve": budget.reserve,
-                "quota": budget.redrive_quota,
-                "pace_window": budget.pace_window,
-                "pace_size": budget.pace_size,
-            }
-        )
+        params.update({"reserve": budget.reserve, "quota": budget.redrive_quota})
     return bool(conn.execute(_take_statement(len(rings), redrive), params).first())
 
 
@@ -155,6 +159,10 @@ def wait(
     wait = max(waits)
     if tier_name == LIVE:
         conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
+        if wait <= 0:
+            # A slot is free, so the pace refused it (or another process took the slot first):
+            # the pace lets one through every slot's interval.
+            wait = budget.slot_interval
     elif wait <= 0:
         main = rings[0]
         params = {
