@@ -138,7 +138,7 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
         engine = build_engine(url)
     limiter = _spent(engine, f"paced-{engine_kind}", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    _deferrals(limiter, 50)  # 20 return times for the ring's slots, then 3 s beyond it
+    _deferrals(limiter, 30)  # 20 return times for the ring's slots, then 1 s beyond them
 
     time.sleep(2.3)  # every slot is free again
     taken = _taken_in(limiter, 0.5)

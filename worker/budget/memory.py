@@ -19,6 +19,7 @@ class MemoryKey:
         self._paused_until = 0.0
         self._live_waited_at = -math.inf
         self._deferred_until: float | None = None
+        self._paced_until = -math.inf
 
     def _ring(self, ring: Ring) -> list[tuple[float, bool]]:
         slots = self._rings.setdefault(ring.key, [])
@@ -73,7 +74,7 @@ class MemoryKey:
 
     def _saturated(self, now: float, main: Ring) -> bool:
         """More live work waits than one turn of the ring can serve (see postgres.py)."""
-        return self._deferred_until is not None and self._deferred_until > now + main.window
+        return self._paced_until > now
 
     def defer(self, main: Ring, wait: float, spacing: float) -> float:
         """The next return time of a refused request, in seconds from now."""
@@ -86,6 +87,8 @@ class MemoryKey:
                 if horizon is not None and at + main.window > horizon
             ]
             self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
+            if horizon is not None and not later:
+                self._paced_until = self._deferred_until
             return max(self._deferred_until - now, 0.005)
 
     def pause(self, seconds: float) -> None:

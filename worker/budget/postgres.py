@@ -37,19 +37,22 @@ _PG_LIVE_WAITED = text("""
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
-# rule.spread as one atomic upsert: two processes never get the same return time.
-_PG_DEFER = text("""
+# rule.spread as one atomic upsert: two processes never get the same return time. When no
+# slot's next expiry is left after the last return time (the whole ring is spoken for), the
+# new return time also becomes ``paced_until``.
+_NEXT_FREE = """(SELECT min(s.used_at) + :window FROM rate_limit_slots s
+                 WHERE s.key = :key AND s.slot < :size
+                   AND s.used_at > r.deferred_until - :window)"""
+_RETURN_AT = f"""least(
+        greatest(excluded.deferred_until, coalesce({_NEXT_FREE}, r.deferred_until + :spacing)),
+        extract(epoch FROM clock_timestamp()) + :max_wait)"""
+_PG_DEFER = text(f"""
     INSERT INTO rate_limits AS r (key, deferred_until)
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
-    ON CONFLICT (key) DO UPDATE SET deferred_until = least(
-        greatest(
-            excluded.deferred_until,
-            coalesce(
-                (SELECT min(s.used_at) + :window FROM rate_limit_slots s
-                 WHERE s.key = :key AND s.slot < :size
-                   AND s.used_at > r.deferred_until - :window),
-                r.deferred_until + :spacing)),
-        extract(epoch FROM clock_timestamp()) + :max_wait)
+    ON CONFLICT (key) DO UPDATE SET
+        deferred_until = {_RETURN_AT},
+        paced_until = CASE WHEN r.deferred_until IS NOT NULL AND {_NEXT_FREE} IS NULL
+                           THEN {_RETURN_AT} ELSE r.paced_until END
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
 _PG_RING_WAIT = text("""
@@ -89,11 +92,11 @@ def _take_statement(rings: int, redrive: bool):
                         WHERE p.key = :k0 AND p.paused_until > {_NOW})""",
     ]
     if not redrive:
-        # Even once saturated: while the return times handed out reach past a whole turn of the
-        # ring (more live work waits than one window can serve), live work too is paced.
+        # Even once saturated: while more live work waits than one turn of the ring serves
+        # (``paced_until``, set by the deferrals), live work too is paced.
         gate += [
             f"""(NOT EXISTS (SELECT 1 FROM rate_limits d
-                             WHERE d.key = :k0 AND d.deferred_until > {_NOW} + :w0)
+                             WHERE d.key = :k0 AND d.paced_until > {_NOW})
                  OR (SELECT count(*) FROM rate_limit_slots r
                      WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
                     < :pace_size)"""
