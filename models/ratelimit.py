@@ -29,8 +29,8 @@ class RateLimitState(Base):
     # The last return time handed to a deferred request (database clock, epoch seconds): the
     # next one is a slot's interval later, so deferred requests do not come back as a herd.
     deferred_until: Mapped[float | None] = mapped_column(Double, nullable=True)
-    # Live takes are paced to the average rate until then: set when a return time was handed
-    # out past every slot's next expiry (more waits than one turn of the ring serves).
+    # Live takes are paced to the average rate until then: set, a window past the return time,
+    # when one was handed out past every slot's next expiry (more waits than a turn serves).
     paced_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 

@@ -45,9 +45,10 @@ Three refinements, all inside the same statement:
   the platform's window that opens just after a burst began misses up to a guard's worth of the
   burst (at 130 calls/s, 3 % of 1,000/min) on every turn. While the return times handed out
   reach past a whole turn of the ring (more live work waits than one window can serve), live
-  work is paced like re-driven work: at most ``pace_size`` slots in ``pace_window``, the
-  limit's average rate. Two turns later the ring is even and every 60 s window holds the
-  limit (less the guard). A backlog that one turn serves still goes at once.
+  work is paced like re-driven work (at most ``pace_size`` slots in ``pace_window``, the
+  limit's average rate) for one more turn of the ring. That turn re-stamps every slot evenly;
+  from then on every 60 s window holds the limit (less the guard), and an even ring stays even.
+  A backlog that one turn serves still goes at once.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no

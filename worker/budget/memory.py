@@ -88,7 +88,7 @@ class MemoryKey:
             ]
             self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
             if horizon is not None and not later:
-                self._paced_until = self._deferred_until
+                self._paced_until = self._deferred_until + main.window
             return max(self._deferred_until - now, 0.005)
 
     def pause(self, seconds: float) -> None:
