@@ -63,7 +63,8 @@ class MemoryKey:
                     1 for at, _ in self._ring(main)[: main.size] if at > now - budget.pace_window
                 )
                 if paced >= budget.pace_size:
-                    wait = budget.slot_interval
+                    newest = sorted((at for at, _ in self._ring(main)[: main.size]), reverse=True)
+                    wait = newest[budget.pace_size - 1] + budget.pace_window - now
             if wait > 0:
                 if tier_name == LIVE:
                     self._live_waited_at = now

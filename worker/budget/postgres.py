@@ -60,6 +60,10 @@ _PG_RING_WAIT = text("""
     SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
     WHERE key = :key AND slot < :size ORDER BY used_at OFFSET :skip LIMIT 1
 """)
+_PG_PACE_WAIT = text("""
+    SELECT used_at + :pace_window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
+    WHERE key = :key AND slot < :size ORDER BY used_at DESC OFFSET :pace_size - 1 LIMIT 1
+""")
 _PG_REDRIVE_STATE = text("""
     WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t)
     SELECT
@@ -165,8 +169,13 @@ def wait(
         conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
         if wait <= 0:
             # A slot is free, so the pace refused it (or another process took the slot first):
-            # the pace lets one through every slot's interval.
-            wait = budget.slot_interval
+            # wait until the pace lets the next one through, to the millisecond, so the paced
+            # rate is the ring's own.
+            pace = {"key": rings[0].key, "size": rings[0].size, "pace_size": budget.pace_size}
+            wait = float(
+                conn.execute(_PG_PACE_WAIT, pace | {"pace_window": budget.pace_window}).scalar()
+                or 0.0
+            )
     elif wait <= 0:
         main = rings[0]
         params = {
