@@ -208,6 +208,14 @@ def queue_backlog(
         _declare(backend, floors)
         with Connection(backend.broker_url, connect_timeout=10) as conn:
             publish_bodies(conn, infra.EVENTS_EXCHANGE, (dumps(e) for e in traffic.events))
+        # Every message is in the events queue before any worker starts: a message missing
+        # from the inbox at the end was then lost after the broker had it, not on the way in.
+        infra.wait_until(
+            "the events queue to hold every message",
+            lambda: (backend.queue_state(infra.EVENTS_QUEUE) or (0, 0))[0] >= len(traffic.events),
+            timeout=60,
+            every=0.5,
+        )
     except BaseException:
         backend.close()
         raise

@@ -269,7 +269,7 @@ class Workers:
             LOYALTY_API_USERNAME=USERNAME,
             LOYALTY_API_PASSWORD=PASSWORD,
             LOYALTY_RATE_LIMIT_PER_MINUTE=str(rate_limit_per_minute),
-            RECON_LOG_LEVEL="WARNING",
+            RECON_LOG_LEVEL=os.environ.get("RECON_BENCH_LOG_LEVEL", "WARNING"),
             # Metrics served (any free port) so each worker counts its database round trips in
             # files the benchmark reads (bench/round_trips.py).
             RECON_METRICS_PORT="0",
