@@ -47,8 +47,8 @@ Three refinements, all inside the same statement:
   turn of the ring serves (a return time was handed out past every slot's next expiry, or live
   work kept waiting for slots for a sixth of the window: at high limits a saturated ring frees
   a slot every few milliseconds, so requests wait in place and no line builds up), live
-  work is paced like re-driven work (at most ``pace_size`` slots in ``pace_window``, the
-  limit's average rate) for one more turn of the ring. That turn re-stamps every slot evenly;
+  work is paced like re-driven work (at most ``pace_size`` live takes in ``pace_window``, the
+  limit's average rate; re-driven takes do not count, so a backfill never slows live work) for one more turn of the ring. That turn re-stamps every slot evenly;
   from then on every 60 s window holds the limit (less the guard), and an even ring stays even.
   A backlog that one turn serves still goes at once.
 

@@ -60,11 +60,10 @@ class MemoryKey:
                     sum(1 for at, _ in recent if at > now - budget.pace_window),
                 )
             elif tier_name == LIVE and wait <= 0 and self._saturated(now, main):
-                paced = sum(
-                    1 for at, _ in self._ring(main)[: main.size] if at > now - budget.pace_window
-                )
+                live = [at for at, redriven in self._ring(main)[: main.size] if not redriven]
+                paced = sum(1 for at in live if at > now - budget.pace_window)
                 if paced >= budget.pace_size:
-                    newest = sorted((at for at, _ in self._ring(main)[: main.size]), reverse=True)
+                    newest = sorted(live, reverse=True)
                     wait = newest[budget.pace_size - 1] + budget.pace_window - now
             if wait > 0:
                 if tier_name == LIVE:

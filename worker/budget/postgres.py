@@ -74,7 +74,8 @@ _PG_RING_WAIT = text("""
 """)
 _PG_PACE_WAIT = text("""
     SELECT used_at + :pace_window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
-    WHERE key = :key AND slot < :size ORDER BY used_at DESC OFFSET :pace_size - 1 LIMIT 1
+    WHERE key = :key AND slot < :size AND NOT redriven
+    ORDER BY used_at DESC OFFSET :pace_size - 1 LIMIT 1
 """)
 _PG_REDRIVE_STATE = text("""
     WITH now AS (SELECT extract(epoch FROM clock_timestamp()) AS t)
@@ -110,12 +111,14 @@ def _take_statement(rings: int, redrive: bool):
     ]
     if not redrive:
         # Even once saturated: while more live work waits than one turn of the ring serves
-        # (``paced_until``, set by the deferrals), live work too is paced.
+        # (``paced_until``), live work too is paced. Only live takes count against its pace:
+        # re-driven work is paced already, and a backfill must not slow live orders down.
         gate += [
             f"""(NOT EXISTS (SELECT 1 FROM rate_limits d
                              WHERE d.key = :k0 AND d.paced_until > {_NOW})
                  OR (SELECT count(*) FROM rate_limit_slots r
-                     WHERE r.key = :k0 AND r.slot < :n0 AND r.used_at > {_NOW} - :pace_window)
+                     WHERE r.key = :k0 AND r.slot < :n0 AND NOT r.redriven
+                       AND r.used_at > {_NOW} - :pace_window)
                     < :pace_size)"""
         ]
     if redrive:
