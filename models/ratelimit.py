@@ -32,9 +32,6 @@ class RateLimitState(Base):
     # Live takes are paced to the average rate until then: set, a window past the return time,
     # when one was handed out past every slot's next expiry (more waits than a turn serves).
     paced_until: Mapped[float | None] = mapped_column(Double, nullable=True)
-    # When the current spell of live work waiting for slots began (waits less than a gap apart
-    # make one spell): a long spell also starts the pacing.
-    live_waiting_since: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class RateLimitSlot(Base):

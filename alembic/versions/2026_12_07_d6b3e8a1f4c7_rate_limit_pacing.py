@@ -4,11 +4,10 @@ Revision ID: d6b3e8a1f4c7
 Revises: a7d4c2e9b815
 Create Date: 2026-12-07 06:10:00.000000
 
-``rate_limits.paced_until``: until then live takes are paced to the limit's average rate, so
-the ring evens out (issue 14). Set when a deferred request's return time lies past every slot's
-next expiry (the whole ring is spoken for), or when live work has kept waiting for slots for a
-sixth of the window (``rate_limits.live_waiting_since`` holds when that spell began). Nullable
-and unread by the previous release, so workers of both can run during an upgrade.
+``rate_limits.paced_until``: set when a deferred request's return time lies past every slot's
+next expiry (the whole ring is spoken for); until then live takes are paced to the limit's
+average rate, so the ring evens out (issue 14). Nullable and unread by the previous release, so
+workers of both can run during an upgrade.
 """
 
 from collections.abc import Sequence
@@ -25,10 +24,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("rate_limits") as batch:
         batch.add_column(sa.Column("paced_until", sa.Double(), nullable=True))
-        batch.add_column(sa.Column("live_waiting_since", sa.Double(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("rate_limits") as batch:
-        batch.drop_column("live_waiting_since")
         batch.drop_column("paced_until")

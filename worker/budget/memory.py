@@ -20,7 +20,6 @@ class MemoryKey:
         self._live_waited_at = -math.inf
         self._deferred_until: float | None = None
         self._paced_until = -math.inf
-        self._live_waiting_since = -math.inf
 
     def _ring(self, ring: Ring) -> list[tuple[float, bool]]:
         slots = self._rings.setdefault(ring.key, [])
@@ -67,19 +66,11 @@ class MemoryKey:
                     wait = newest[budget.pace_size - 1] + budget.pace_window - now
             if wait > 0:
                 if tier_name == LIVE:
-                    self._live_waited(now, main, budget)
+                    self._live_waited_at = now
                 return max(wait, 0.005), False
             for ring, slot in zip(rings, picks, strict=True):
                 self._rings[ring.key][slot] = (now, tier_name == REDRIVE)
             return 0.0, False
-
-    def _live_waited(self, now: float, main: Ring, budget: Budget) -> None:
-        """Mark the wait, and pace once a spell of waiting lasts (see postgres.py)."""
-        if self._live_waited_at <= now - budget.spell_gap:
-            self._live_waiting_since = now
-        self._live_waited_at = now
-        if self._live_waiting_since < now - budget.saturation_spell:
-            self._paced_until = max(self._paced_until, now + main.window)
 
     def _saturated(self, now: float, main: Ring) -> bool:
         """More live work waits than one turn of the ring can serve (see postgres.py)."""

@@ -32,22 +32,10 @@ _PG_PAUSE = text("""
 _PG_PAUSED_FOR = text(
     "SELECT paused_until - extract(epoch FROM clock_timestamp()) FROM rate_limits WHERE key = :key"
 )
-# A wait less than :gap after the last one continues the spell; a spell longer than :spell
-# paces live work until a window from now (renewed while the spell lasts).
-_SPELL_GOES_ON = "r.live_waited_at > excluded.live_waited_at - :gap"
-_SPELL_SINCE = f"""CASE WHEN {_SPELL_GOES_ON}
-                         THEN coalesce(r.live_waiting_since, r.live_waited_at)
-                         ELSE excluded.live_waited_at END"""
-_PG_LIVE_WAITED = text(f"""
-    INSERT INTO rate_limits AS r (key, live_waited_at, live_waiting_since)
-    VALUES (:key, extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp()))
-    ON CONFLICT (key) DO UPDATE SET
-        live_waited_at = excluded.live_waited_at,
-        live_waiting_since = {_SPELL_SINCE},
-        paced_until = CASE WHEN {_SPELL_SINCE} < excluded.live_waited_at - :spell
-                           THEN greatest(coalesce(r.paced_until, 0),
-                                         excluded.live_waited_at + :window)
-                           ELSE r.paced_until END
+_PG_LIVE_WAITED = text("""
+    INSERT INTO rate_limits AS r (key, live_waited_at)
+    VALUES (:key, extract(epoch FROM clock_timestamp()))
+    ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
 # rule.spread as one atomic upsert: two processes never get the same return time. When no
 # slot's next expiry is left after the last return time (the whole ring is spoken for), live
@@ -181,8 +169,7 @@ def wait(
         waits.append(float(wait))
     wait = max(waits)
     if tier_name == LIVE:
-        spell = {"gap": budget.spell_gap, "spell": budget.saturation_spell}
-        conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key, "window": rings[0].window} | spell)
+        conn.execute(_PG_LIVE_WAITED, {"key": rings[0].key})
         if wait <= 0:
             # A slot is free, so the pace refused it (or another process took the slot first):
             # wait until the pace lets the next one through, to the millisecond, so the paced

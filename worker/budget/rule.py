@@ -73,17 +73,6 @@ class Budget:
     def pace_window(self) -> float:
         return self.window * self.pace_size / self.per_minute
 
-    @property
-    def spell_gap(self) -> float:
-        """Live waits less than this apart are one spell of waiting (2 s in a 60 s window)."""
-        return self.window / 30
-
-    @property
-    def saturation_spell(self) -> float:
-        """A spell of live waiting this long means more work than the ring serves: pace it
-        (10 s in a 60 s window; the ring's own refill after a burst is shorter)."""
-        return self.window / 6
-
 
 #: A deferral is never longer than this (RabbitMQ's consumer_timeout bounds a held message);
 #: past it the spreading gives up and the request comes back then.
