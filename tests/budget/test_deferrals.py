@@ -138,7 +138,7 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
         engine = build_engine(url)
     limiter = _spent(engine, f"paced-{engine_kind}", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    _deferrals(limiter, 30)  # 20 return times for the ring's slots, then 1 s beyond them
+    _deferrals(limiter, 40)  # 20 return times for the ring's slots, then 2 s beyond them
 
     time.sleep(2.3)  # every slot is free again
     taken = _taken_in(limiter, 0.5)
@@ -149,7 +149,9 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
 def test_when_one_turn_of_the_ring_serves_all_that_waits_the_freed_slots_go_at_once(clean_db):
     limiter = _spent(clean_db, "not-paced", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    _deferrals(limiter, 12)
+    # Issue 10's dependent pairs: less than the ring waits, some of it deferred again as others
+    # take the freed slots first (here: as many again as the ring, less than half a turn more).
+    _deferrals(limiter, 28)
 
     time.sleep(2.3)
 

@@ -87,7 +87,8 @@ class MemoryKey:
                 if horizon is not None and at + main.window > horizon
             ]
             self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
-            if horizon is not None and not later:
+            newest = max(at for at, _ in self._ring(main)[: main.size])
+            if self._deferred_until > newest + 1.5 * main.window:
                 self._paced_until = self._deferred_until + main.window
             return max(self._deferred_until - now, 0.005)
 

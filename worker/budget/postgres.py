@@ -37,10 +37,11 @@ _PG_LIVE_WAITED = text("""
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
-# rule.spread as one atomic upsert: two processes never get the same return time. When no
-# slot's next expiry is left after the last return time (the whole ring is spoken for), live
-# work is paced until a whole turn after the new return time (``paced_until``): one paced
-# turn re-stamps every slot evenly, and an even ring stays even.
+# rule.spread as one atomic upsert: two processes never get the same return time. When the new
+# return time lies half a window past the newest slot's next expiry (the whole ring is spoken
+# for, and half a turn more: requests deferred again as their slot was taken do not count for
+# much), live work is paced until a whole turn after it (``paced_until``): one paced turn
+# re-stamps every slot evenly, and an even ring stays even.
 _NEXT_FREE = """(SELECT min(s.used_at) + :window FROM rate_limit_slots s
                  WHERE s.key = :key AND s.slot < :size
                    AND s.used_at > r.deferred_until - :window)"""
@@ -52,7 +53,9 @@ _PG_DEFER = text(f"""
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
     ON CONFLICT (key) DO UPDATE SET
         deferred_until = {_RETURN_AT},
-        paced_until = CASE WHEN r.deferred_until IS NOT NULL AND {_NEXT_FREE} IS NULL
+        paced_until = CASE WHEN {_RETURN_AT} > (SELECT max(s.used_at) FROM rate_limit_slots s
+                                                 WHERE s.key = :key AND s.slot < :size)
+                                                + 1.5 * :window
                            THEN {_RETURN_AT} + :window ELSE r.paced_until END
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
