@@ -44,12 +44,12 @@ Three refinements, all inside the same statement:
 * Even once saturated (issue 14). A ring spent in a burst frees in a burst a window later, so
   the platform's window that opens just after a burst began misses up to a guard's worth of the
   burst (at 130 calls/s, 3 % of 1,000/min) on every turn. Once more live work waits than one
-  turn of the ring serves (a return time was handed out half a turn past every slot's next expiry), live
-  work is paced like re-driven work (at most ``pace_size`` live takes in ``pace_window``, the
-  limit's average rate; re-driven takes do not count, so a backfill never slows live work) for
-  one more turn of the ring. That turn re-stamps every slot evenly; from then on every 60 s
-  window holds the limit (less the guard), and an even ring stays even. A backlog that one turn
-  serves still goes at once.
+  turn of the ring serves (a return time was handed out half a turn past every slot's next
+  expiry), live work is paced like re-driven work (at most ``pace_size`` live takes in
+  ``pace_window``, the limit's average rate; re-driven takes do not count, so a backfill never
+  slows live work) for one more turn of the ring. That turn re-stamps every slot evenly; from
+  then on every 60 s window holds the limit (less the guard), and an even ring stays even. A
+  backlog that one turn serves still goes at once.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
