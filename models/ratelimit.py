@@ -30,8 +30,8 @@ class RateLimitState(Base):
     # next one is a slot's interval later, so deferred requests do not come back as a herd.
     deferred_until: Mapped[float | None] = mapped_column(Double, nullable=True)
     # Live takes are paced to the average rate until then: set, a window past the return time,
-    # when one was handed out half a turn past every slot's next expiry (more waits than a
-    # turn of the ring serves).
+    # when a request deferred for the first time got one past every slot's next expiry
+    # (more waits than a turn of the ring serves).
     paced_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 

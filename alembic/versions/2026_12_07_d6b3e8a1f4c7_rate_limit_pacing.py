@@ -4,8 +4,8 @@ Revision ID: d6b3e8a1f4c7
 Revises: a7d4c2e9b815
 Create Date: 2026-12-07 06:10:00.000000
 
-``rate_limits.paced_until``: set when a deferred request's return time lies half a turn past
-every slot's next expiry (the whole ring is spoken for, and more); until then live takes are
+``rate_limits.paced_until``: set when a request deferred for the first time gets a return time
+past every slot's next expiry (more waits than a turn of the ring serves); until then live takes are
 paced to the limit's average rate, so the ring evens out (issue 14). Nullable and unread by the
 previous release, so workers of both can run during an upgrade.
 """

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from models.session import build_engine
-from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
+from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, returning, tier
 
 
 def _deferrals(limiter: GlobalRateLimiter, count: int) -> list[float]:
@@ -149,9 +149,11 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
 def test_when_one_turn_of_the_ring_serves_all_that_waits_the_freed_slots_go_at_once(clean_db):
     limiter = _spent(clean_db, "not-paced", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    # Issue 10's dependent pairs: less than the ring waits, some of it deferred again as others
-    # take the freed slots first (here: as many again as the ring, less than half a turn more).
-    _deferrals(limiter, 28)
+    # Issue 10's dependent pairs: less than the ring waits, and some of it is deferred again as
+    # others take the freed slots first. Work sent back before is no new demand.
+    _deferrals(limiter, 12)
+    with returning(True):
+        _deferrals(limiter, 16)
 
     time.sleep(2.3)
 

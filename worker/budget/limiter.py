@@ -44,12 +44,12 @@ Three refinements, all inside the same statement:
 * Even once saturated (issue 14). A ring spent in a burst frees in a burst a window later, so
   the platform's window that opens just after a burst began misses up to a guard's worth of the
   burst (at 130 calls/s, 3 % of 1,000/min) on every turn. Once more live work waits than one
-  turn of the ring serves (a return time was handed out half a turn past every slot's next
-  expiry), live work is paced like re-driven work (at most ``pace_size`` live takes in
-  ``pace_window``, the limit's average rate; re-driven takes do not count, so a backfill never
-  slows live work) for one more turn of the ring. That turn re-stamps every slot evenly; from
-  then on every 60 s window holds the limit (less the guard), and an even ring stays even. A
-  backlog that one turn serves still goes at once.
+  turn of the ring serves (a request deferred for the first time was given a return time past
+  every slot's next expiry), live work is paced like re-driven work (at most ``pace_size``
+  live takes in ``pace_window``, the limit's average rate; re-driven takes do not count, so a
+  backfill never slows live work) for one more turn of the ring. That turn re-stamps every
+  slot evenly; from then on every 60 s window holds the limit (less the guard), and an even
+  ring stays even. A backlog that one turn serves still goes at once.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
@@ -85,6 +85,18 @@ DEFAULT_PAUSE_SECONDS = 5.0
 
 _tier: ContextVar[str] = ContextVar("recon_rate_limit_tier", default=LIVE)
 _shared: ContextVar[Connection | None] = ContextVar("recon_rate_limit_connection", default=None)
+_returning: ContextVar[bool] = ContextVar("recon_rate_limit_returning", default=False)
+
+
+@contextmanager
+def returning(flag: bool) -> Iterator[None]:
+    """Inside, requests come from work that was sent back before (a task's retry): deferring
+    them again is no new demand, so it does not start the pacing ("Even once saturated")."""
+    token = _returning.set(flag)
+    try:
+        yield
+    finally:
+        _returning.reset(token)
 
 
 @contextmanager
@@ -235,11 +247,12 @@ class GlobalRateLimiter:
         """Seconds until this refused request's own return time (see "Deferrals are spread")."""
         budget = self.budget
         main = budget.rings(self.key, LIVE)[0]
+        first = not _returning.get()
         if not self._postgres:
-            due = memory.key(self.key).defer(main, wait, budget.slot_interval)
+            due = memory.key(self.key).defer(main, wait, budget.slot_interval, first=first)
         else:
             with self._connection() as conn:
-                due = postgres.defer(conn, main, wait, budget.slot_interval)
+                due = postgres.defer(conn, main, wait, budget.slot_interval, first=first)
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.
         return max(due - self.max_wait_seconds / 2, 0.005)

@@ -76,7 +76,7 @@ class MemoryKey:
         """More live work waits than one turn of the ring can serve (see postgres.py)."""
         return self._paced_until > now
 
-    def defer(self, main: Ring, wait: float, spacing: float) -> float:
+    def defer(self, main: Ring, wait: float, spacing: float, *, first: bool = True) -> float:
         """The next return time of a refused request, in seconds from now."""
         now = time.time()
         with self._lock:
@@ -87,8 +87,7 @@ class MemoryKey:
                 if horizon is not None and at + main.window > horizon
             ]
             self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
-            newest = max(at for at, _ in self._ring(main)[: main.size])
-            if self._deferred_until > newest + 1.5 * main.window:
+            if first and horizon is not None and not later:
                 self._paced_until = self._deferred_until + main.window
             return max(self._deferred_until - now, 0.005)
 

@@ -37,11 +37,11 @@ _PG_LIVE_WAITED = text("""
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
-# rule.spread as one atomic upsert: two processes never get the same return time. When the new
-# return time lies half a window past the newest slot's next expiry (the whole ring is spoken
-# for, and half a turn more: requests deferred again as their slot was taken do not count for
-# much), live work is paced until a whole turn after it (``paced_until``): one paced turn
-# re-stamps every slot evenly, and an even ring stays even.
+# rule.spread as one atomic upsert: two processes never get the same return time. When a
+# request deferred for the first time gets a return time past every slot's next expiry (more
+# live work waits than one turn of the ring serves), live work is paced until a whole turn after
+# it (``paced_until``): one paced turn re-stamps every slot evenly, and an even ring stays even.
+# A request deferred again (its slot taken by another first) does not count: it is not more work.
 _NEXT_FREE = """(SELECT min(s.used_at) + :window FROM rate_limit_slots s
                  WHERE s.key = :key AND s.slot < :size
                    AND s.used_at > r.deferred_until - :window)"""
@@ -53,9 +53,7 @@ _PG_DEFER = text(f"""
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
     ON CONFLICT (key) DO UPDATE SET
         deferred_until = {_RETURN_AT},
-        paced_until = CASE WHEN {_RETURN_AT} > (SELECT max(s.used_at) FROM rate_limit_slots s
-                                                 WHERE s.key = :key AND s.slot < :size)
-                                                + 1.5 * :window
+        paced_until = CASE WHEN :first AND r.deferred_until IS NOT NULL AND {_NEXT_FREE} IS NULL
                            THEN {_RETURN_AT} + :window ELSE r.paced_until END
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
@@ -196,9 +194,10 @@ def wait(
     return max(wait, 0.005), False
 
 
-def defer(conn: Connection, main: Ring, wait: float, spacing: float) -> float:
+def defer(conn: Connection, main: Ring, wait: float, spacing: float, *, first: bool) -> float:
     """Hand out the next return time of a refused request: seconds from now."""
     params = {
+        "first": first,
         "key": main.key,
         "size": main.size,
         "window": main.window,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -124,11 +125,19 @@ def _busy_delay() -> float:
     return random.uniform(1.0, 3.0)
 
 
+@contextmanager
+def _budget_context(task: ReconTask, redriven: bool) -> Iterator[None]:
+    """The budget's tier of this work, and whether it was sent back before (a retry)."""
+    tier = limiter.REDRIVE if redriven else limiter.LIVE
+    with limiter.tier(tier), limiter.returning(bool(task.request.retries)):
+        yield
+
+
 @recon_task("recon.reconcile_order")
 def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> dict[str, Any]:
     """Attach the order's bill to its open redemptions (idempotent)."""
     r = self.resources
-    with limiter.tier(limiter.REDRIVE if redriven else limiter.LIVE):
+    with _budget_context(self, redriven):
         report = orders.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return report.as_dict()
@@ -138,7 +147,7 @@ def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> 
 def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
     r = self.resources
-    with limiter.tier(limiter.REDRIVE if redriven else limiter.LIVE):
+    with _budget_context(self, redriven):
         report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
     if report.status == "succeeded" and report.order_ref:
         enqueue_order(report.order_ref, redriven=redriven)
