@@ -61,9 +61,13 @@ _PG_RING_WAIT = text("""
     SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
     WHERE key = :key AND slot < :size ORDER BY used_at OFFSET :skip LIMIT 1
 """)
+# NULL (no wait) unless the key is paced: a take that lost a race for a free slot is tried
+# again at once, not a pace interval later.
 _PG_PACE_WAIT = text("""
     SELECT used_at + :pace_window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
     WHERE key = :key AND slot < :size AND NOT redriven
+      AND EXISTS (SELECT 1 FROM rate_limits d
+                  WHERE d.key = :key AND d.paced_until > extract(epoch FROM clock_timestamp()))
     ORDER BY used_at DESC OFFSET :pace_size - 1 LIMIT 1
 """)
 _PG_REDRIVE_STATE = text("""
