@@ -147,7 +147,9 @@ def _add_bills(
 def _add_redemptions(session: Session, events: list[RedemptionEvent]) -> None:
     """One insert per conflict target: coupons and points by their platform id, points without
     one by their external reference."""
-    coupons, points_by_id, points_by_reference = [], [], []
+    coupons: list[dict[str, Any]] = []
+    points_by_id: list[dict[str, Any]] = []
+    points_by_reference: list[dict[str, Any]] = []
     for event in events:
         values: dict[str, Any] = {
             "order_ref": event.order_ref,
