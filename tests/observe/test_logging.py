@@ -61,3 +61,24 @@ def test_a_library_that_colours_its_request_log_still_logs_plain_json(log_stream
 )
 def test_the_log_level_of_a_run(args, environ, terminal, expected):
     assert log_level(args, environ=environ, terminal=terminal) == expected
+
+
+class _Untouchable(dict):
+    """A value no processor may read: masking it (or rendering it) raises."""
+
+    def items(self):  # type: ignore[override]
+        raise AssertionError("a processor worked on a line below the level")
+
+
+def test_a_line_below_the_level_is_dropped_before_any_processor_works_on_it():
+    stream = io.StringIO()
+    configure_logging("WARNING", stream=stream)
+    try:
+        # Hot paths log each call and outcome at INFO; at WARNING, masking them is wasted work.
+        structlog.get_logger("worker.reconcile.orders").info("outcome", detail=_Untouchable())
+        structlog.get_logger("worker.reconcile.orders").warning("kept", password="hunter2")
+    finally:
+        configure_logging("INFO")
+    (kept,) = lines(stream)
+    assert kept["event"] == "kept"
+    assert kept["password"] == "***"

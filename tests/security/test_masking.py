@@ -270,3 +270,23 @@ def test_no_spelling_of_a_credential_key_lets_its_value_through(key, secret, for
     else:
         seen = shown_excerpt(f"<r><{key}>{secret}</{key}></r>".encode(), 300)
     assert secret not in seen
+
+
+_FINITE = st.floats(allow_nan=False, allow_infinity=False)
+_JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.text() | _FINITE
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_JSON)
+@examples(max_examples=200, deadline=None)
+def test_an_excerpt_writes_json_exactly_as_the_standard_library_does(value):
+    """The excerpt's own writer (fast: it keeps Decimals exact) writes plain JSON byte for byte
+    as ``json.dumps`` does, so an excerpt reads back as what was masked."""
+    from worker.observe.masking import _dumps
+
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert _dumps(value) == expected

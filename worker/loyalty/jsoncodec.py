@@ -14,9 +14,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+#: ``json.dumps(text, ensure_ascii=False)`` without building an encoder per call.
+_string = json.encoder.encode_basestring
+
 
 def dumps(value: Any) -> str:
     """Compact JSON text; a ``Decimal`` is written as an exact JSON number (never via float)."""
+    if isinstance(value, str):
+        return _string(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} is not a JSON number")
@@ -26,7 +31,7 @@ def dumps(value: Any) -> str:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-            parts.append(f"{json.dumps(key, ensure_ascii=False)}:{dumps(item)}")
+            parts.append(f"{_string(key)}:{dumps(item)}")
         return "{" + ",".join(parts) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(dumps(item) for item in value) + "]"

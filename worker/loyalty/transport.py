@@ -6,6 +6,8 @@ from __future__ import annotations
 import email.utils
 import math
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -24,9 +26,32 @@ _CONFIG_ERRORS = (
 )
 
 
+class _Session(requests.Session):
+    """requests reads the proxy variables and the CA bundle from the environment again for every
+    request (a walk of ``os.environ``: a tenth of a reconcile task's CPU in a profile). A worker's
+    environment does not change while it runs, so what it says for an address is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if proxies or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(str(url))
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
 def session_factory(*, pool_connections: int = 4, pool_maxsize: int = 16) -> requests.Session:
     """A pooled session without urllib3 retries: every attempt must be visible to the caller."""
-    session = requests.Session()
+    session = _Session()
     adapter = HTTPAdapter(
         pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0
     )

@@ -70,6 +70,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
     if not _configured:
         structlog.configure(
             processors=[
+                # Below the level, a line is dropped before any processor has worked on it.
+                structlog.stdlib.filter_by_level,
                 *_shared_processors(),
                 structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
             ],

@@ -216,15 +216,23 @@ def _nesting(text: str) -> int:
     return deepest
 
 
+#: ``json.dumps(text, ensure_ascii=False)`` without building an encoder per call (an excerpt
+#: of one answer writes hundreds of strings; json.dumps with options makes a new encoder each time).
+_string = json.encoder.encode_basestring
+
+
 def _dumps(value: Any) -> str:
     """Compact JSON of a redacted value (so at most ``MAX_DEPTH`` deep); decimals exact."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else ("true" if value else "false")
+    if isinstance(value, int):
+        return int.__repr__(value)
     if isinstance(value, Decimal):
-        return format(value, "f") if value.is_finite() else json.dumps(str(value))
+        return format(value, "f") if value.is_finite() else _string(str(value))
     if isinstance(value, Mapping):
-        items = (
-            f"{json.dumps(str(key), ensure_ascii=False)}:{_dumps(v)}" for key, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
+        return "{" + ",".join(f"{_string(str(key))}:{_dumps(v)}" for key, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(_dumps(item) for item in value) + "]"
     if isinstance(value, bytes):
