@@ -33,16 +33,16 @@ class _Session(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._environment: dict[tuple[Any, ...], Any] = {}
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> Any:
         if proxies or not self.trust_env:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
         parts = urlsplit(str(url))
         key = (parts.scheme, parts.netloc, stream, verify, cert)
-        settings = self._environment.get(key)
+        settings: Any = self._environment.get(key)
         if settings is None:
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             self._environment[key] = settings
