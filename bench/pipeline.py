@@ -296,7 +296,7 @@ def burst(
             "pool_ms_per_item": round(1000 * pool_cpu / max(items, 1), 2),
             "intake_ms_per_item": round(1000 * main_cpu / max(items, 1), 2),
         },
-        # Database round trips (statements, transaction ends, checkouts), issue 14.
+        # Database round trips (statements, transaction ends, pings), issue 14.
         "round_trips": round_trips.per_unit(trips, orders, items),
     }
 

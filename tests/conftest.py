@@ -180,7 +180,9 @@ def pg_service_url(pg_url: str, pg_service_role: str) -> str:
 
 @pytest.fixture(scope="session")
 def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = build_engine(pg_url)
+    # Shared by every test, some of which end every other server session on purpose: checked
+    # at each checkout, as the product checks only connections idle for a while.
+    engine = build_engine(pg_url, pool_pre_ping=True)
     yield engine
     engine.dispose()
 

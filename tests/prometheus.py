@@ -41,7 +41,7 @@ VOCABULARY: dict[str, set[str]] = {
     "state": {"pending", "in_flight", "retrying", "gave_up"},
     "queue": {"events", "reconcile", "redrive", "dead"},
     "role": {"intake", "tasks"},
-    "trip": {"statement", "begin", "commit", "rollback", "checkout"},
+    "trip": {"statement", "begin", "commit", "rollback", "ping"},
 }  # fmt: skip
 #: A platform code the product knows (3 to 4 digits), or one of the two catch-alls.
 CODE = re.compile(r"^(none|other|\d{3,4})$")

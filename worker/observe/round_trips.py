@@ -1,6 +1,6 @@
-"""Database round trips, counted per process (issue 14): statements, transaction ends and pool
-checkouts (each a ping under ``pool_pre_ping``), by role (``intake``: a worker's main process,
-``tasks``: its pool processes).
+"""Database round trips, counted per process (issue 14): statements, transaction ends and the
+pings of pooled connections idle for a while (``models/session.py``), by role (``intake``: a
+worker's main process, ``tasks``: its pool processes).
 
 Counted in plain integers by SQLAlchemy's events and added to the ``recon_db_round_trips``
 counter in batches: a counter write per statement would cost more than the statement's own
@@ -14,7 +14,7 @@ from typing import Any
 
 #: What is counted; "begin" is when SQLAlchemy starts a transaction (psycopg sends BEGIN with
 #: the first statement, one more round trip, except in autocommit).
-KINDS = ("statement", "begin", "commit", "rollback", "checkout")
+KINDS = ("statement", "begin", "commit", "rollback", "ping")
 #: Counts kept in the process before they go to the counter.
 FLUSH_EVERY = 64
 
@@ -69,7 +69,8 @@ def listen() -> None:
     global _listening
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
-    from sqlalchemy.pool import Pool
+
+    from models import session
 
     with _lock:
         if _listening:
@@ -78,5 +79,5 @@ def listen() -> None:
         event.listen(Engine, "begin", lambda conn: _count_transaction(conn, "begin"))
         event.listen(Engine, "commit", lambda conn: _count_transaction(conn, "commit"))
         event.listen(Engine, "rollback", lambda conn: _count_transaction(conn, "rollback"))
-        event.listen(Pool, "checkout", lambda *_: _count("checkout"))
+        session.ping_listeners.append(lambda: _count("ping"))
         _listening = True

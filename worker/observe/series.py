@@ -96,7 +96,7 @@ class Series:
         self.db_round_trips = Counter(
             "recon_db_round_trips",
             "Database round trips by role (intake, tasks) and trip (statement, begin, commit, "
-            "rollback, checkout).",
+            "rollback, ping).",
             ("role", "trip"),
             registry=r,
         )

@@ -77,7 +77,11 @@ def _build_read_only(url: str) -> Engine:
         return engine
     # Set when the connection opens, so each request pays no extra round trip for it.
     options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
-    return build_engine(primary_not_writable(url), connect_args={"options": options})
+    # A page is read by a person: a ping at every checkout costs little here, and a connection a
+    # database restart ended is replaced before a page meets it (the workers only ping idle ones).
+    return build_engine(
+        primary_not_writable(url), connect_args={"options": options}, pool_pre_ping=True
+    )
 
 
 def db() -> Session:
