@@ -32,6 +32,7 @@ def test_every_task_keeps_the_one_contract():
     tasks = recon_tasks()
     assert set(tasks) == {
         "recon.reconcile_order",
+        "recon.reconcile_orders",
         "recon.redeem_points",
         "recon.sweep",
         "recon.backfill",
@@ -42,7 +43,7 @@ def test_every_task_keeps_the_one_contract():
         assert task.max_retries == MAX_TASK_RETRIES
     # At least once where the body is idempotent work; a lost scheduler tick is just skipped.
     acked_late = sorted(name for name, task in tasks.items() if task.acks_late)
-    assert acked_late == ["recon.reconcile_order", "recon.redeem_points"]
+    assert acked_late == ["recon.reconcile_order", "recon.reconcile_orders", "recon.redeem_points"]
 
 
 def test_a_tasks_log_lines_name_the_order_or_the_request_it_works_on():

@@ -211,3 +211,31 @@ def test_a_worker_without_credentials_refuses_to_start_with_a_clear_message(work
     worker = workers.start(LOYALTY_API_USERNAME="")
     assert worker.wait(timeout=30) != 0
     assert "LOYALTY_API_USERNAME is not set" in workers.log_of("w1")
+
+
+def test_orders_ready_together_go_a_few_to_a_task_and_one_that_must_wait_goes_on_alone(
+    workers, clean_db, sandbox
+):
+    """Orders queued before the worker starts reach the intake in one batch: they go out a few
+    to a ``recon.reconcile_orders`` task. The first call answers 503, so that order must wait:
+    it goes on as a ``recon.reconcile_order`` task of its own, and the others do not wait."""
+    orders = 4
+    sandbox.script("/v2/coupon/redeem", {"status": 503})
+    for number in range(orders):
+        mobile = f"91970001{number:04d}"
+        sandbox.register_coupon(6100 + number, mobile)
+        workers.publish(
+            events.body(events.coupon_redeemed(f"e2e-batch-{number}", 6100 + number, mobile)),
+            events.body(events.transaction_completed(f"e2e-batch-{number}", mobile)),
+        )
+    workers.start(concurrency=1, RECON_ORDERS_PER_TASK=str(orders))
+    wait_for(lambda: settled(clean_db, orders), timeout=60)
+    workers.wait_until_idle()
+    rows = outcome_rows(clean_db)
+    assert sorted(status for _, _, status in rows) == ["retrying"] + ["succeeded"] * orders
+    (waited,) = [ref for ref, _, status in rows if status == "retrying"]
+    assert [status for ref, _, status in rows if ref == waited] == ["retrying", "succeeded"]
+    assert sandbox.stats()["total"] == orders + 1
+    log = workers.log_of("w1")
+    assert "recon.reconcile_orders" in log
+    assert "recon.reconcile_order[" in log  # the order that waited, on its own

@@ -24,6 +24,7 @@ from tests.factories import events
 from tests.intake.conftest import Broker
 from tests.workers import wait_for
 from worker.intake.fates import handle_batch
+from worker.intake.publish import Enqueuer
 from worker.intake.store import Stored
 from worker.queues import task_queue
 
@@ -133,6 +134,31 @@ def test_a_batch_keeps_arrival_order_duplicates_and_rejects_as_one_message_at_a_
     assert task.headers["task"] == "recon.reconcile_order"
     assert json.loads(task.body)[0] == ["batch-order"]
     task.ack()
+    assert left_in_queue(broker) == 0
+
+
+def test_orders_a_batch_made_ready_together_go_out_a_few_to_a_task(broker, clean_db):
+    """``RECON_ORDERS_PER_TASK`` orders to a ``recon.reconcile_orders`` task, in the order they
+    arrived; an order left alone keeps a task of its own, and a redeem request always has its
+    own."""
+    broker.enqueuer = Enqueuer(broker.app, orders_per_task=2)
+    bodies = []
+    for number, order_ref in enumerate(("per-task-c", "per-task-a", "per-task-b")):
+        bodies.append(events.body(events.coupon_redeemed(order_ref, 40 + number)))
+        bodies.append(events.body(events.transaction_completed(order_ref)))
+    bodies.append(events.body(events.redeem_requested("per-task-a")))
+    assert settle(broker, clean_db, fetch_all(broker, bodies)) == len(bodies)
+
+    sent = []
+    for _ in range(3):
+        task = broker.fetch(task_queue())
+        sent.append((task.headers["task"], json.loads(task.body)[0]))
+        task.ack()
+    assert sent[:2] == [
+        ("recon.reconcile_orders", [["per-task-c", "per-task-a"]]),
+        ("recon.reconcile_order", ["per-task-b"]),
+    ]
+    assert sent[2][0] == "recon.redeem_points"
     assert left_in_queue(broker) == 0
 
 

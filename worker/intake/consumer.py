@@ -91,7 +91,11 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         self._app = parent.app
         self._settings = settings_of(parent.app)
         self._task_queue_names = task_queue_names
-        self._enqueue = Enqueuer(parent.app, delivery_limit=self._settings.delivery_limit)
+        self._enqueue = Enqueuer(
+            parent.app,
+            delivery_limit=self._settings.delivery_limit,
+            orders_per_task=self._settings.orders_per_task,
+        )
         self._batch: list[Message] = []
         self._batch_bytes = 0
         self._flush_entry: Any = None

@@ -42,21 +42,40 @@ class Unconfirmed(Exception):
     """The broker refused (nacked) or did not confirm a task in time."""
 
 
-def tasks_of(batch: Iterable[Stored]) -> list[tuple[str, Any]]:
-    """The (task name, argument) pairs a batch made, in a stable order, each once: an order
-    that several events of the batch made ready is one task (it reconciles them all)."""
-    tasks: dict[tuple[str, Any], None] = {}
+def tasks_of(batch: Iterable[Stored], *, orders_per_task: int = 1) -> list[tuple[str, Any]]:
+    """The (task name, argument) pairs a batch made, in the order its events came, each once: an
+    order that several events of the batch made ready is one task (it reconciles them all), and
+    the orders are handed out ``orders_per_task`` to a ``recon.reconcile_orders`` task (one
+    order alone: ``recon.reconcile_order``)."""
+    orders: dict[str, None] = {}
+    requests: dict[int, None] = {}
     for stored in batch:
-        tasks |= dict.fromkeys(("recon.reconcile_order", ref) for ref in sorted(stored.orders))
-        tasks |= dict.fromkeys(("recon.redeem_points", r) for r in sorted(stored.redeem_requests))
-    return list(tasks)
+        orders |= dict.fromkeys(sorted(stored.orders))
+        requests |= dict.fromkeys(sorted(stored.redeem_requests))
+    refs = list(orders)
+    tasks: list[tuple[str, Any]] = []
+    for start in range(0, len(refs), max(1, orders_per_task)):
+        chunk = refs[start : start + max(1, orders_per_task)]
+        if len(chunk) == 1:
+            tasks.append(("recon.reconcile_order", chunk[0]))
+        else:
+            tasks.append(("recon.reconcile_orders", chunk))
+    tasks += [("recon.redeem_points", request_id) for request_id in requests]
+    return tasks
 
 
 class Enqueuer:
     """Names the work stored messages made, after their commit, without importing the tasks."""
 
-    def __init__(self, app: Celery, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        orders_per_task: int = 1,
+    ) -> None:
         self._app = app
+        self._orders_per_task = orders_per_task
         # Live work: the intake always enqueues on the live queue, declared as the app does.
         self._live = task_queue(TASK_QUEUE, delivery_limit=delivery_limit)
         self._connection: Any = None
@@ -71,7 +90,7 @@ class Enqueuer:
 
     def publish(self, batch: Iterable[Stored]) -> None:
         """Publish every task ``batch`` made (live work: the live queue); one confirm wait."""
-        tasks = tasks_of(batch)
+        tasks = tasks_of(batch, orders_per_task=self._orders_per_task)
         if not tasks:
             return
         try:

@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 #: Busy/throttled retries are not attempts; this only bounds a pathological loop. Past it the
 #: item stays open in the database and the sweeper or the backfill takes it again.
 MAX_TASK_RETRIES = 200
+#: ``RECON_ORDERS_PER_TASK``'s bound: a longer list (a forged or replayed message) is cut.
+MAX_ORDERS_PER_TASK = 100
 
 
 class ReconTask(Task):
@@ -143,6 +145,38 @@ def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> 
     return report.as_dict()
 
 
+@recon_task("recon.reconcile_orders")
+def reconcile_orders(self: ReconTask, order_refs: list[str]) -> dict[str, Any]:
+    """Several orders one intake batch made ready, one after the other (each idempotent). An
+    order that must wait (the budget, another worker on it) or that fails goes on as a task of
+    its own, as if its own task had been sent back: the rest of the batch does not wait for it."""
+    r = self.resources
+    refs = [order_refs] if isinstance(order_refs, str) else [str(ref) for ref in order_refs]
+    sent_on = 0
+    with _budget_context(self, redriven=False):
+        for order_ref in refs[:MAX_ORDERS_PER_TASK]:
+            with structlog.contextvars.bound_contextvars(order_ref=order_ref):
+                delay = _reconcile_one(r, order_ref)
+                if delay is not None:
+                    # A return, not new work: the budget tells the two apart (``returning``).
+                    enqueue_order(order_ref, delay, returning=True)
+                    sent_on += 1
+    return {"orders": len(refs), "sent_on": sent_on}
+
+
+def _reconcile_one(r: resources.Resources, order_ref: str) -> float | None:
+    """Seconds until the order should be tried again (0: at once), or None when it is done."""
+    try:
+        report = orders.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise  # the whole batch is retried (the orders already done are no-ops then)
+        # This order's own task will meet the error again, where ops see it fail.
+        log.exception("reconcile_orders.order_failed", error=type(exc).__name__)
+        return 0.0
+    return _busy_delay() if report.busy else report.retry_in
+
+
 @recon_task("recon.redeem_points")
 def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
@@ -159,9 +193,15 @@ def _route(redriven: bool) -> dict[str, Any]:
     return {"kwargs": {"redriven": True}, "queue": REDRIVE_QUEUE} if redriven else {}
 
 
-def enqueue_order(order_ref: str, delay: float | None = None, *, redriven: bool = False) -> None:
+def enqueue_order(
+    order_ref: str, delay: float | None = None, *, redriven: bool = False, returning: bool = False
+) -> None:
+    """``returning``: the order was tried and sent back (its task then counts as a retry)."""
     countdown = whole_seconds(delay) if delay else None
-    reconcile_order.apply_async(args=[order_ref], countdown=countdown, **_route(redriven))
+    options: dict[str, Any] = {"retries": 1} if returning else {}
+    reconcile_order.apply_async(
+        args=[order_ref], countdown=countdown, **options, **_route(redriven)
+    )
 
 
 def enqueue_redriven(order_ref: str, delay: float | None = None) -> None:

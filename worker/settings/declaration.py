@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     milliseconds
     """
 
+    orders_per_task: int = Field(10, alias="RECON_ORDERS_PER_TASK", ge=1, le=100)
+    """orders the intake hands to one reconcile task when a batch made several ready (`1`: a
+    task per order); a task's own cost (its message, its events, its hand-over to a pool process)
+    is then paid once for them all
+    """
+
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case (unset, a command that prints a report
     logs only warnings on a terminal: see "The CLI")
