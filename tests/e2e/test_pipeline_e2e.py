@@ -170,8 +170,11 @@ def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_
             events.body(events.transaction_completed(f"rl-{number}", mobile)),
         )
     sandbox.configure(rate_limit_per_minute=per_minute)
-    workers.start("w1", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
-    workers.start("w2", LOYALTY_RATE_LIMIT_PER_MINUTE=str(per_minute))
+    # A task per order, so both workers hold orders when the budget runs out (ten to a task,
+    # the first two tasks could spend it all and the third meet every refusal in one worker).
+    env = {"LOYALTY_RATE_LIMIT_PER_MINUTE": str(per_minute), "RECON_ORDERS_PER_TASK": "1"}
+    workers.start("w1", **env)
+    workers.start("w2", **env)
     # The whole budget goes at once; then both workers are refused and hand their tasks back.
     wait_for(lambda: sandbox.stats()["total"] >= per_minute, timeout=60)
     wait_for(

@@ -70,6 +70,11 @@ def outcome_recorded(session: Session, *, kind: str, status: str, code: int | No
     pending.append((_pick(kind, KINDS), _pick(status, STATUSES), _code(code)))
 
 
+def outcome_written(*, kind: str, status: str, code: int | None) -> None:
+    """An outcome row was written and committed by a statement of its own."""
+    series().outcomes.labels(_pick(kind, KINDS), _pick(status, STATUSES), _code(code)).inc()
+
+
 class Call(Protocol):
     """What ``platform_call`` reads of a call (``worker.loyalty.types.Exchange`` has it)."""
 

@@ -1,7 +1,9 @@
 """Reconciliation: attach a bill to the redemptions that belong to it. Plain functions.
 
-Each call to the platform is followed by a commit of its outcome rows and item states, so what was
-sent is on record before the next call, and a crash re-sends at most one idempotent update.
+Each call to the platform is followed by a commit of its outcome rows and item states (the
+``Ledger``), so what was sent is on record before the next call, and a crash re-sends at most one
+idempotent update. On PostgreSQL the open work is read, and each call's record written, with one
+statement each on the task's autocommit connection: no transaction to open or close around them.
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ from worker.loyalty import (
     is_transient_code,
 )
 from worker.loyalty.validation import check_coupon_update
-from worker.reconcile.claim import claimed
+from worker.reconcile.claim import Claim, claimed
+from worker.reconcile.ledger import Ledger
 from worker.reconcile.locks import LockScope
 from worker.reconcile.outcomes import (
     OrderReport,
     Policy,
     Verdict,
-    add_outcome,
     amount,
     error_verdict,
-    record_item,
+    outcome_values,
     succeeded,
     throttled_verdict,
     transient_verdict,
@@ -66,16 +68,29 @@ def reconcile_order(
         if claim is None:
             report.busy = not idle
             return report
-        found = open_work(claim.session, order_ref=order_ref)
+        ledger = Ledger(engine, claim.locks.connection)
+        claim.undo = ledger.discard  # a deferral puts nothing on record
+        found = _read_open_work(claim, order_ref)
         if found is None:
             return report  # redemptions wait for their bill, or all are done
         transaction, items = found
-        _send_all(claim.session, client, claim.locks, transaction, items, policy, report)
+        _send_all(ledger, client, claim.locks, transaction, items, policy, report)
     if claim.deferred_for is not None:
         # Not an attempt: nothing was sent. Come back when the budget allows.
         report.later(claim.deferred_for)
         log.info("reconcile.deferred", order_ref=order_ref, reason=claim.deferred_because)
     return report
+
+
+def _read_open_work(claim: Claim, order_ref: str) -> tuple[Transaction, list[Redemption]] | None:
+    """``open_work``, read where it costs no transaction. The objects are only read and changed
+    in memory from here on: the ledger writes what happens to them."""
+    if claim.locks.connection is None:  # the demo's SQLite: its session, its read ended at once
+        found = open_work(claim.session, order_ref=order_ref)
+        claim.session.commit()
+        return found
+    with Session(bind=claim.locks.connection) as reader:
+        return open_work(reader, order_ref=order_ref)
 
 
 def open_work(session: Session, *, order_ref: str) -> tuple[Transaction, list[Redemption]] | None:
@@ -95,7 +110,7 @@ def open_work(session: Session, *, order_ref: str) -> tuple[Transaction, list[Re
 
 
 def _send_all(
-    session: Session,
+    ledger: Ledger,
     client: LoyaltyClient,
     locks: LockScope,
     transaction: Transaction,
@@ -111,16 +126,16 @@ def _send_all(
         customer = Customer(customer_type, customer_value)  # type: ignore[arg-type]
         with locks.customer(f"{customer_type}:{customer_value}"):
             if kind == COUPON:
-                send_coupon_batch(session, client, transaction, customer, batch, policy, report)
+                send_coupon_batch(ledger, client, transaction, customer, batch, policy, report)
             else:
                 for item in batch:
-                    send_points_update(session, client, transaction, customer, item, policy, report)
-                    session.commit()
-        session.commit()
+                    send_points_update(ledger, client, transaction, customer, item, policy, report)
+                    ledger.commit()
+        ledger.commit()
 
 
 def send_coupon_batch(
-    session: Session,
+    ledger: Ledger,
     client: LoyaltyClient,
     transaction: Transaction,
     customer: Customer,
@@ -148,7 +163,7 @@ def send_coupon_batch(
             check_coupon_update(update)
         except LocalRejection as error:
             verdict = Verdict(FAILED, error.code, error.message)
-            record_item(session, item, transaction, verdict, None, report)
+            ledger.record(item, transaction, verdict, None, report)
             continue
         sendable.append(item)
         updates.append(update)
@@ -161,12 +176,12 @@ def send_coupon_batch(
     except RateLimited as error:
         for item in batch:
             item.attempts -= 1
-        _throttled(session, batch, transaction, error, report)
+        _throttled(ledger, batch, transaction, error, report)
     except LoyaltyError as error:
         _note_busy(error.code)
         for item in batch:
             verdict = error_verdict(error, attempt=item.attempts, policy=policy)
-            record_item(session, item, transaction, verdict, error.exchange, report)
+            ledger.record(item, transaction, verdict, error.exchange, report)
         return
     for item in batch:
         answer = result.item(_coupon_id(item.redemption_id))
@@ -186,22 +201,23 @@ def send_coupon_batch(
             )
         else:
             verdict = Verdict(FAILED, answer.code, answer.message or "refused by the platform")
-        record_item(session, item, transaction, verdict, result.exchange, report)
+        ledger.record(item, transaction, verdict, result.exchange, report)
     if result.partial:
         # The batch's own word: the platform says status true, code 762 (partly updated).
         failed = len(result.failed_items)
         message = f"{result.entity_message} ({failed} of {len(result.items)} items not updated)"
-        add_outcome(
-            session,
-            kind=COUPON,
-            verdict=Verdict(SUCCEEDED, result.entity_code, message),
-            attempt=max(item.attempts for item in batch),
-            exchange=result.exchange,
-            redemption_id=None,
-            order_ref=transaction.order_ref,
-            customer=customer.identifier_value,
-            event_id=transaction.event_id,
-            transaction=transaction,
+        ledger.add(
+            outcome_values(
+                kind=COUPON,
+                verdict=Verdict(SUCCEEDED, result.entity_code, message),
+                attempt=max(item.attempts for item in batch),
+                exchange=result.exchange,
+                redemption_id=None,
+                order_ref=transaction.order_ref,
+                customer=customer.identifier_value,
+                event_id=transaction.event_id,
+                transaction=transaction,
+            )
         )
 
 
@@ -214,7 +230,7 @@ def _coupon_id(text: str | None) -> int:
 
 
 def send_points_update(
-    session: Session,
+    ledger: Ledger,
     client: LoyaltyClient,
     transaction: Transaction,
     customer: Customer,
@@ -237,27 +253,25 @@ def send_points_update(
             custom_fields=transaction.custom_fields or None,
         )
     except LocalRejection as error:
-        record_item(
-            session, item, transaction, Verdict(FAILED, error.code, error.message), None, report
-        )
+        ledger.record(item, transaction, Verdict(FAILED, error.code, error.message), None, report)
         return
     except RateLimited as error:
         report.calls += 1
         item.attempts -= 1
-        _throttled(session, [item], transaction, error, report)
+        _throttled(ledger, [item], transaction, error, report)
     except LoyaltyError as error:
         report.calls += 1
         _note_busy(error.code)
         verdict = error_verdict(error, attempt=item.attempts, policy=policy)
-        record_item(session, item, transaction, verdict, error.exchange, report)
+        ledger.record(item, transaction, verdict, error.exchange, report)
         return
     report.calls += 1
     verdict = succeeded(None, "Points redemption updated")
-    record_item(session, item, transaction, verdict, result.exchange, report)
+    ledger.record(item, transaction, verdict, result.exchange, report)
 
 
 def _throttled(
-    session: Session,
+    ledger: Ledger,
     items: list[Redemption],
     transaction: Transaction,
     error: RateLimited,
@@ -267,8 +281,8 @@ def _throttled(
     for the pause every process now observes (the task comes back with a countdown)."""
     verdict = throttled_verdict(error)
     for item in items:
-        record_item(session, item, transaction, verdict, error.exchange, report)
-    session.commit()
+        ledger.record(item, transaction, verdict, error.exchange, report)
+    ledger.commit()
     raise Throttled(verdict.retry_in or 0.0)
 
 

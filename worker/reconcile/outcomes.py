@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
+from models.base import utcnow
 from models.outcomes import Outcome
-from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED, Redemption
+from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
 from models.transactions import Transaction
 from worker.budget.limiter import DEFAULT_PAUSE_SECONDS
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
@@ -104,6 +106,42 @@ def succeeded(code: int | None, message: str) -> Verdict:
     return Verdict(SUCCEEDED, code, message)
 
 
+def outcome_values(
+    *,
+    kind: str,
+    verdict: Verdict,
+    attempt: int,
+    exchange: Exchange | None,
+    redemption_id: str | None,
+    order_ref: str | None,
+    customer: str | None,
+    event_id: str | None,
+    transaction: Transaction | None = None,
+    operator: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit row."""
+    return {
+        "at": utcnow(),
+        "kind": kind,
+        "redemption_id": redemption_id,
+        "order_ref": order_ref,
+        "bill_number": transaction.bill_number if transaction else None,
+        "bill_id": transaction.bill_id if transaction else None,
+        "bill_amount": transaction.bill_amount if transaction else None,
+        "customer": customer,
+        "attempt": attempt,
+        "http_status": exchange.http_status if exchange else None,
+        "code": verdict.code,
+        "message": verdict.message[:2000],
+        "status": verdict.status,
+        "event_id": event_id,
+        "request_id": exchange.request_id if exchange else None,
+        "request_excerpt": exchange.request_excerpt if exchange else None,
+        "response_excerpt": exchange.response_excerpt if exchange else None,
+        "operator": operator,
+    }
+
+
 def add_outcome(
     session: Session,
     *,
@@ -118,27 +156,23 @@ def add_outcome(
     transaction: Transaction | None = None,
     operator: str | None = None,
 ) -> Outcome:
+    """An audit row added to ``session``, counted when it commits."""
     outcome = Outcome(
-        kind=kind,
-        redemption_id=redemption_id,
-        order_ref=order_ref,
-        bill_number=transaction.bill_number if transaction else None,
-        bill_id=transaction.bill_id if transaction else None,
-        bill_amount=transaction.bill_amount if transaction else None,
-        customer=customer,
-        attempt=attempt,
-        http_status=exchange.http_status if exchange else None,
-        code=verdict.code,
-        message=verdict.message[:2000],
-        status=verdict.status,
-        event_id=event_id,
-        request_id=exchange.request_id if exchange else None,
-        request_excerpt=exchange.request_excerpt if exchange else None,
-        response_excerpt=exchange.response_excerpt if exchange else None,
-        operator=operator,
+        **outcome_values(
+            kind=kind,
+            verdict=verdict,
+            attempt=attempt,
+            exchange=exchange,
+            redemption_id=redemption_id,
+            order_ref=order_ref,
+            customer=customer,
+            event_id=event_id,
+            transaction=transaction,
+            operator=operator,
+        )
     )
     session.add(outcome)
-    metrics.outcome_recorded(session, kind=kind, status=verdict.status, code=verdict.code)
+    metrics.outcome_recorded(session, kind=outcome.kind, status=outcome.status, code=outcome.code)
     return outcome
 
 
@@ -167,39 +201,3 @@ class OrderReport:
             "statuses": dict(self.statuses),
             "retry_in": self.retry_in,
         }
-
-
-def record_item(
-    session: Session,
-    item: Redemption,
-    transaction: Transaction,
-    verdict: Verdict,
-    exchange: Exchange | None,
-    report: OrderReport,
-) -> None:
-    """An item's verdict: its new state, its audit row, its count in the report, one log line."""
-    item.state = verdict.status
-    add_outcome(
-        session,
-        kind=item.kind,
-        verdict=verdict,
-        attempt=item.attempts,
-        exchange=exchange,
-        redemption_id=item.platform_ref,
-        order_ref=transaction.order_ref,
-        customer=item.customer_value,
-        event_id=item.event_id,
-        transaction=transaction,
-    )
-    report.statuses[verdict.status] += 1
-    if verdict.retry_in is not None:
-        report.later(verdict.retry_in)
-    log.info(
-        "outcome",
-        kind=item.kind,
-        redemption_id=item.platform_ref,
-        order_ref=transaction.order_ref,
-        status=verdict.status,
-        code=verdict.code,
-        attempt=item.attempts,
-    )

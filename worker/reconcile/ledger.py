@@ -1,0 +1,151 @@
+"""Where a reconcile task writes down what each call did: the items' new states and their audit
+rows, together, once per call.
+
+On PostgreSQL one call's record is one statement on the task's autocommit connection: a
+data-modifying ``WITH`` updates the items and inserts their outcome rows, atomic by itself. The
+ORM's way took a ``BEGIN``, an insert, an update and a ``COMMIT``: four round trips where this
+takes one. SQLite (the embedded demo) cannot update inside a ``WITH``; there the two statements
+share one transaction of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    insert,
+    update,
+    values,
+)
+
+from models.base import utcnow
+from models.outcomes import Outcome
+from models.redemptions import Redemption
+from models.transactions import Transaction
+from worker.loyalty import Exchange
+from worker.observe import metrics
+from worker.reconcile.outcomes import OrderReport, Verdict, outcome_values
+
+log = structlog.get_logger(__name__)
+
+_ITEMS = cast(Table, Redemption.__table__)
+_OUTCOMES = cast(Table, Outcome.__table__)
+# SQLite's way: one executemany of this, then the outcome rows.
+_SET_STATE = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("item_id"))
+    .values(
+        state=bindparam("item_state"),
+        attempts=bindparam("item_attempts"),
+        updated_at=bindparam("item_updated_at"),
+    )
+)
+
+
+class Ledger:
+    """What one call did, kept until ``commit`` writes it (``discard`` when the call never went:
+    a deferral puts nothing on record)."""
+
+    def __init__(self, engine: Engine, connection: Connection | None) -> None:
+        self._engine = engine
+        #: The task's autocommit connection on PostgreSQL; None in the one-process demo.
+        self._connection = connection
+        self._items: dict[int, dict[str, Any]] = {}
+        self._outcomes: list[dict[str, Any]] = []
+
+    def record(
+        self,
+        item: Redemption,
+        transaction: Transaction,
+        verdict: Verdict,
+        exchange: Exchange | None,
+        report: OrderReport,
+    ) -> None:
+        """An item's verdict: its new state, its audit row, its count in the report, a log line."""
+        item.state = verdict.status
+        self._items[item.id] = {
+            "item_id": item.id,
+            "item_state": verdict.status,
+            "item_attempts": item.attempts,
+        }
+        self.add(
+            outcome_values(
+                kind=item.kind,
+                verdict=verdict,
+                attempt=item.attempts,
+                exchange=exchange,
+                redemption_id=item.platform_ref,
+                order_ref=transaction.order_ref,
+                customer=item.customer_value,
+                event_id=item.event_id,
+                transaction=transaction,
+            )
+        )
+        report.statuses[verdict.status] += 1
+        if verdict.retry_in is not None:
+            report.later(verdict.retry_in)
+        log.info(
+            "outcome",
+            kind=item.kind,
+            redemption_id=item.platform_ref,
+            order_ref=transaction.order_ref,
+            status=verdict.status,
+            code=verdict.code,
+            attempt=item.attempts,
+        )
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        """An audit row with no item of its own (a batch's own word)."""
+        self._outcomes.append(outcome)
+
+    def commit(self) -> None:
+        """Write what was recorded since the last commit, in one go."""
+        if not self._outcomes:
+            return
+        items, outcomes = list(self._items.values()), self._outcomes
+        now = utcnow()
+        if self._connection is not None:
+            self._connection.execute(_together(items, outcomes, now))
+        else:
+            with self._engine.begin() as conn:
+                if items:
+                    conn.execute(_SET_STATE, [item | {"item_updated_at": now} for item in items])
+                conn.execute(insert(_OUTCOMES), outcomes)
+        for outcome in outcomes:
+            metrics.outcome_written(
+                kind=outcome["kind"], status=outcome["status"], code=outcome["code"]
+            )
+        self.discard()
+
+    def discard(self) -> None:
+        self._items, self._outcomes = {}, []
+
+
+def _together(items: list[dict[str, Any]], outcomes: list[dict[str, Any]], now: Any) -> Any:
+    """``WITH changed AS (UPDATE redemptions ... FROM (VALUES ...)) INSERT INTO outcomes ...``"""
+    statement = insert(_OUTCOMES).values(outcomes)
+    if not items:
+        return statement
+    changes = values(
+        column("id", BigInteger),
+        column("state", String),
+        column("attempts", Integer),
+        name="changes",
+    ).data([(item["item_id"], item["item_state"], item["item_attempts"]) for item in items])
+    changed = (
+        update(_ITEMS)
+        .where(_ITEMS.c.id == changes.c.id)
+        .values(state=changes.c.state, attempts=changes.c.attempts, updated_at=now)
+        .returning(_ITEMS.c.id)
+        .cte("changed")
+    )
+    return statement.add_cte(changed)
