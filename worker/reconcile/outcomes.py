@@ -106,6 +106,14 @@ def succeeded(code: int | None, message: str) -> Verdict:
     return Verdict(SUCCEEDED, code, message)
 
 
+#: Every column ``outcome_values`` fills, in its order (the ledger writes them by hand).
+OUTCOME_COLUMNS = (
+    "at", "kind", "redemption_id", "order_ref", "bill_number", "bill_id", "bill_amount",
+    "customer", "attempt", "http_status", "code", "message", "status", "event_id", "request_id",
+    "request_excerpt", "response_excerpt", "operator",
+)  # fmt: skip
+
+
 def outcome_values(
     *,
     kind: str,
