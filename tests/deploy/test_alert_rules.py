@@ -20,7 +20,7 @@ from worker.cli import _register, cli
 from worker.loyalty.types import Exchange
 from worker.observe import gauges, metrics
 from worker.observe.broker_gauges import BrokerGauges
-from worker.reconcile.outcomes import Verdict, add_outcome
+from worker.reconcile.outcomes import Verdict, add_outcome, outcome_values
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -66,14 +66,16 @@ def exported_names(settings, engine) -> set[str]:
     with unit_of_work(engine) as session:
         add_outcome(
             session,
-            kind="coupon",
-            verdict=Verdict("succeeded", 761, "updated"),
-            attempt=1,
-            exchange=None,
-            redemption_id="1",
-            order_ref="o",
-            customer=None,
-            event_id=None,
+            outcome_values(
+                kind="coupon",
+                verdict=Verdict("succeeded", 761, "updated"),
+                attempt=1,
+                exchange=None,
+                redemption_id="1",
+                order_ref="o",
+                customer=None,
+                event_id=None,
+            ),
         )
         session.commit()
     call = Exchange(

@@ -21,7 +21,7 @@ from worker.budget.limiter import GlobalRateLimiter, Throttled
 from worker.loyalty.types import Exchange
 from worker.observe import exporter, gauges, metrics
 from worker.ops import backfill
-from worker.reconcile.outcomes import Policy, Verdict, add_outcome
+from worker.reconcile.outcomes import Policy, Verdict, add_outcome, outcome_values
 
 
 def local() -> dict:
@@ -39,14 +39,16 @@ def outcome_count(**labels: str) -> float:
 def _add(session, status: str = "succeeded", code: int | None = 761) -> None:
     add_outcome(
         session,
-        kind="coupon",
-        verdict=Verdict(status, code, "test"),
-        attempt=1,
-        exchange=None,
-        redemption_id="5551",
-        order_ref="ORD-5551",
-        customer="919800000009",
-        event_id="evt-5551",
+        outcome_values(
+            kind="coupon",
+            verdict=Verdict(status, code, "test"),
+            attempt=1,
+            exchange=None,
+            redemption_id="5551",
+            order_ref="ORD-5551",
+            customer="919800000009",
+            event_id="evt-5551",
+        ),
     )
 
 

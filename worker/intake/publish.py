@@ -52,10 +52,10 @@ def tasks_of(batch: Iterable[Stored], *, orders_per_task: int = 1) -> list[tuple
     for stored in batch:
         orders |= dict.fromkeys(sorted(stored.orders))
         requests |= dict.fromkeys(sorted(stored.redeem_requests))
-    refs = list(orders)
+    refs, size = list(orders), max(1, orders_per_task)
     tasks: list[tuple[str, Any]] = []
-    for start in range(0, len(refs), max(1, orders_per_task)):
-        chunk = refs[start : start + max(1, orders_per_task)]
+    for start in range(0, len(refs), size):
+        chunk = refs[start : start + size]
         if len(chunk) == 1:
             tasks.append(("recon.reconcile_order", chunk[0]))
         else:

@@ -150,35 +150,9 @@ def outcome_values(
     }
 
 
-def add_outcome(
-    session: Session,
-    *,
-    kind: str,
-    verdict: Verdict,
-    attempt: int,
-    exchange: Exchange | None,
-    redemption_id: str | None,
-    order_ref: str | None,
-    customer: str | None,
-    event_id: str | None,
-    transaction: Transaction | None = None,
-    operator: str | None = None,
-) -> Outcome:
-    """An audit row added to ``session``, counted when it commits."""
-    outcome = Outcome(
-        **outcome_values(
-            kind=kind,
-            verdict=verdict,
-            attempt=attempt,
-            exchange=exchange,
-            redemption_id=redemption_id,
-            order_ref=order_ref,
-            customer=customer,
-            event_id=event_id,
-            transaction=transaction,
-            operator=operator,
-        )
-    )
+def add_outcome(session: Session, values: dict[str, Any]) -> Outcome:
+    """An audit row (``outcome_values``) added to ``session``, counted when it commits."""
+    outcome = Outcome(**values)
     session.add(outcome)
     metrics.outcome_recorded(session, kind=outcome.kind, status=outcome.status, code=outcome.code)
     return outcome

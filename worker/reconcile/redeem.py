@@ -45,6 +45,7 @@ from worker.reconcile.outcomes import (
     Verdict,
     add_outcome,
     error_verdict,
+    outcome_values,
     succeeded,
     throttled_verdict,
     transient_verdict,
@@ -184,15 +185,17 @@ def record_outcome(
     """The audit row of one attempt at (or one decision on) a redeem request."""
     add_outcome(
         session,
-        kind=KIND,
-        verdict=verdict,
-        attempt=request.attempts,
-        exchange=exchange,
-        redemption_id=request.redemption_id or request.external_reference_number,
-        order_ref=request.order_ref,
-        customer=request.customer_value,
-        event_id=request.event_id,
-        operator=operator,
+        outcome_values(
+            kind=KIND,
+            verdict=verdict,
+            attempt=request.attempts,
+            exchange=exchange,
+            redemption_id=request.redemption_id or request.external_reference_number,
+            order_ref=request.order_ref,
+            customer=request.customer_value,
+            event_id=request.event_id,
+            operator=operator,
+        ),
     )
 
 

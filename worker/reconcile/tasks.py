@@ -152,9 +152,14 @@ def reconcile_orders(self: ReconTask, order_refs: list[str]) -> dict[str, Any]:
     its own, as if its own task had been sent back: the rest of the batch does not wait for it."""
     r = self.resources
     refs = [order_refs] if isinstance(order_refs, str) else [str(ref) for ref in order_refs]
+    if len(refs) > MAX_ORDERS_PER_TASK:
+        # Not the intake's (RECON_ORDERS_PER_TASK is at most this): the orders left out stay
+        # open in the database, where the sweeper finds them.
+        log.warning("reconcile_orders.cut", orders=len(refs), kept=MAX_ORDERS_PER_TASK)
+        refs = refs[:MAX_ORDERS_PER_TASK]
     sent_on = 0
     with _budget_context(self, redriven=False):
-        for order_ref in refs[:MAX_ORDERS_PER_TASK]:
+        for order_ref in refs:
             with structlog.contextvars.bound_contextvars(order_ref=order_ref):
                 delay = _reconcile_one(r, order_ref)
                 if delay is not None:

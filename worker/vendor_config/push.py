@@ -30,7 +30,7 @@ from models.vendor import VendorConfigState
 from worker.budget.limiter import Throttled
 from worker.loyalty import Exchange, LoyaltyError, Transient, Unauthorized, VendorClient
 from worker.observe.masking import MASK
-from worker.reconcile.outcomes import Verdict, add_outcome
+from worker.reconcile.outcomes import Verdict, add_outcome, outcome_values
 from worker.vendor_config.files import VendorConfig
 
 KIND = "vendor"
@@ -134,14 +134,18 @@ def push_config(*, session: Session, client: VendorClient, planned: Planned) -> 
         )
     add_outcome(
         session,
-        kind=KIND,
-        verdict=dataclasses.replace(verdict, message=f"{verdict.message} ({config.source.name})"),
-        attempt=1,
-        exchange=exchange,
-        redemption_id=str(config.config_id),
-        order_ref=None,
-        customer=None,
-        event_id=None,
+        outcome_values(
+            kind=KIND,
+            verdict=dataclasses.replace(
+                verdict, message=f"{verdict.message} ({config.source.name})"
+            ),
+            attempt=1,
+            exchange=exchange,
+            redemption_id=str(config.config_id),
+            order_ref=None,
+            customer=None,
+            event_id=None,
+        ),
     )
     session.commit()
     request_id = exchange.request_id if exchange else None
