@@ -86,6 +86,26 @@ def test_redriven_work_is_not_put_in_the_live_line(clean_db):
     assert time.time() + refused.value.retry_after < live[-1]
 
 
+def test_redriven_work_sleeps_out_its_wait_before_it_goes_back_to_the_queue(clean_db):
+    """A full ring made every queued re-driven task cycle through the broker once a second: a
+    slot a little further off than re-driven work may wait (0.5 s) now costs that wait first."""
+    near = GlobalRateLimiter(clean_db, key="redrive-near", per_minute=4, window=1.5)
+    for _ in range(4):
+        assert near.try_acquire(LIVE) == 0.0
+    started = time.monotonic()
+    with tier(REDRIVE), pytest.raises(Throttled):
+        near.acquire()  # the slot after the reserve frees in about 1.75 s
+    assert 0.45 < time.monotonic() - started < 1.5
+
+    far = GlobalRateLimiter(clean_db, key="redrive-far", per_minute=4, window=30.0)
+    for _ in range(4):
+        assert far.try_acquire(LIVE) == 0.0
+    started = time.monotonic()
+    with tier(REDRIVE), pytest.raises(Throttled):
+        far.acquire()  # 30 s off: back to the queue at once, no worker asleep on it
+    assert time.monotonic() - started < 0.4
+
+
 def test_a_pause_after_a_429_sends_everyone_back_at_its_end(clean_db):
     limiter = GlobalRateLimiter(clean_db, key="paused-line", per_minute=1000)
     limiter.pause(30.0)

@@ -235,6 +235,16 @@ class GlobalRateLimiter:
                 if waited:
                     slot_waited(tier_name, waited)
                 return
+            near = waited + wait > limit and wait <= self.max_wait_seconds
+            if near and not paused and tier_name == REDRIVE and waited < limit:
+                # A slot comes within live work's wait in place, but past re-driven work's:
+                # sleep out the rest of re-driven work's allowance and ask once more. Sent back
+                # at once, every queued re-driven task cycled through the broker once a second
+                # while the ring was full (a hundred deferrals a second), and live tasks waited
+                # in RabbitMQ behind that churn.
+                time.sleep(limit - waited)
+                waited = limit
+                continue
             if paused or waited + wait > limit:
                 if not paused and tier_name == LIVE:
                     wait = self._deferral(wait)
