@@ -28,7 +28,10 @@ Three refinements, all inside the same statement:
   waiting for that minute to pass), always leaves a reserve of free slots for live work, and, in
   any window in which live work had to wait for a slot, takes at most
   ``RECON_BACKFILL_BUDGET_SHARE`` of the budget. Live work is never held back for re-driven
-  work; when no live work waits, re-driven work may use the whole budget.
+  work; when no live work waits, re-driven work may use the whole budget. Re-driven work waits
+  in place less (``redrive_max_wait_seconds``), but sleeps that out before it goes back to the
+  queue when its slot is nearer than live work's wait: sent back at once, every queued re-driven
+  task cycled through the broker once a second while the ring was full.
 * A 429 pauses the key: ``pause()`` stores ``paused_until`` for the key, every take checks it,
   so no process sends on the key until the platform's ``Retry-After`` has passed.
 * Deferrals are spread (issue 14). A live request refused for longer than ``max_wait_seconds``
