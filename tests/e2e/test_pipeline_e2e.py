@@ -7,6 +7,7 @@ import hashlib
 import json
 import signal
 
+import psutil
 import pytest
 from sqlalchemy import func, select
 
@@ -242,3 +243,31 @@ def test_orders_ready_together_go_a_few_to_a_task_and_one_that_must_wait_goes_on
     log = workers.log_of("w1")
     assert "recon.reconcile_orders" in log
     assert "recon.reconcile_order[" in log  # the order that waited, on its own
+
+
+def test_a_pool_process_past_its_memory_bound_is_replaced_and_nothing_is_lost(
+    workers, clean_db, sandbox
+):
+    """``RECON_WORKER_MAX_MEMORY_MB``: a pool process past the bound is replaced after its task
+    (Celery's ``worker_max_memory_per_child``). At 1 MB every task's process is replaced; every
+    order is still reconciled, each call made once."""
+    worker = psutil.Process(
+        workers.start(concurrency=1, RECON_ORDERS_PER_TASK="1", RECON_WORKER_MAX_MEMORY_MB="1").pid
+    )
+    wait_for(lambda: len(worker.children()) == 1, timeout=60)
+    first_pool = {child.pid for child in worker.children()}
+    orders = 3
+    for number in range(orders):
+        mobile = f"91970002{number:04d}"
+        sandbox.register_coupon(6200 + number, mobile)
+        workers.publish(
+            events.body(events.coupon_redeemed(f"e2e-mem-{number}", 6200 + number, mobile)),
+            events.body(events.transaction_completed(f"e2e-mem-{number}", mobile)),
+        )
+        wait_for(lambda n=number: settled(clean_db, n + 1), timeout=60)
+    workers.wait_until_idle()
+    assert sorted(status for _, _, status in outcome_rows(clean_db)) == ["succeeded"] * orders
+    assert sandbox.stats()["total"] == orders
+    wait_for(lambda: len(worker.children()) == 1, timeout=30)
+    assert not first_pool & {child.pid for child in worker.children()}  # replaced
+    assert worker.is_running()

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     is then paid once for them all
     """
 
+    worker_max_memory_mb: int = Field(130, alias="RECON_WORKER_MAX_MEMORY_MB", ge=0, le=100_000)
+    """a pool process whose resident memory passed this many MB is replaced by a fresh one after
+    its current task (Celery's `worker_max_memory_per_child`; `0`: never)
+    """
+
     log_level: str = Field("INFO", alias="RECON_LOG_LEVEL", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     """`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case (unset, a command that prints a report
     logs only warnings on a terminal: see "The CLI")
