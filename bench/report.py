@@ -201,7 +201,8 @@ def _window_rows(results: dict[str, Any], row: Any) -> None:
                 "windows), 429s",
                 f"{'-' if steady is None else f'{steady:.1%}'}, {run['throttled_429']} x 429; "
                 f"refused a slot {run.get('refused_in_window', 0):,} (peak "
-                f"{run.get('peak_refused_in_one_second', 0):,}/s)",
+                f"{run.get('peak_refused_in_one_second', 0):,}/s)"
+                + ("" if run["work_left_at_window_end"] else "; the backlog ran out"),
                 f">= {BACKLOG_SHARE:.0%}, 0 x 429",
                 steady is not None and steady >= BACKLOG_SHARE and run["throttled_429"] == 0,
             )
