@@ -110,9 +110,9 @@ def celery_config(settings: Settings, *, embedded: bool = False) -> dict[str, An
         accept_content=["json"],
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
-        # Python rarely gives freed memory back: a pool process that met many retries (a budget
-        # spent for minutes) grew from 85 to 166 MB. Past the bound it is replaced after its
-        # task, which loses nothing (the next task goes to the fresh process).
+        # Python rarely gives freed memory back, and in one benchmark run the pool processes grew
+        # from 85 to 166 MB (cause not found; bench/README.md). Past the bound a pool process is
+        # replaced after its task, which loses nothing (the next task goes to the fresh one).
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,
         worker_hijack_root_logger=False,
         # Task events let Flower and `celery events` show every task; RECON_TASK_EVENTS=false

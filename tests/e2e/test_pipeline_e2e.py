@@ -217,6 +217,16 @@ def test_a_worker_without_credentials_refuses_to_start_with_a_clear_message(work
     assert "LOYALTY_API_USERNAME is not set" in workers.log_of("w1")
 
 
+def _publish_coupon_order(workers, sandbox, order: str, coupon_id: int) -> None:
+    """One order of one coupon: the coupon known to the sandbox, its two events published."""
+    mobile = f"9197{coupon_id:08d}"
+    sandbox.register_coupon(coupon_id, mobile)
+    workers.publish(
+        events.body(events.coupon_redeemed(order, coupon_id, mobile)),
+        events.body(events.transaction_completed(order, mobile)),
+    )
+
+
 def test_orders_ready_together_go_a_few_to_a_task_and_one_that_must_wait_goes_on_alone(
     workers, clean_db, sandbox
 ):
@@ -226,12 +236,7 @@ def test_orders_ready_together_go_a_few_to_a_task_and_one_that_must_wait_goes_on
     orders = 4
     sandbox.script("/v2/coupon/redeem", {"status": 503})
     for number in range(orders):
-        mobile = f"91970001{number:04d}"
-        sandbox.register_coupon(6100 + number, mobile)
-        workers.publish(
-            events.body(events.coupon_redeemed(f"e2e-batch-{number}", 6100 + number, mobile)),
-            events.body(events.transaction_completed(f"e2e-batch-{number}", mobile)),
-        )
+        _publish_coupon_order(workers, sandbox, f"e2e-batch-{number}", 6100 + number)
     workers.start(concurrency=1, RECON_ORDERS_PER_TASK=str(orders))
     wait_for(lambda: settled(clean_db, orders), timeout=60)
     workers.wait_until_idle()
@@ -258,12 +263,7 @@ def test_a_pool_process_past_its_memory_bound_is_replaced_and_nothing_is_lost(
     first_pool = {child.pid for child in worker.children()}
     orders = 3
     for number in range(orders):
-        mobile = f"91970002{number:04d}"
-        sandbox.register_coupon(6200 + number, mobile)
-        workers.publish(
-            events.body(events.coupon_redeemed(f"e2e-mem-{number}", 6200 + number, mobile)),
-            events.body(events.transaction_completed(f"e2e-mem-{number}", mobile)),
-        )
+        _publish_coupon_order(workers, sandbox, f"e2e-mem-{number}", 6200 + number)
         wait_for(lambda n=number: settled(clean_db, n + 1), timeout=60)
     workers.wait_until_idle()
     assert sorted(status for _, _, status in outcome_rows(clean_db)) == ["succeeded"] * orders
