@@ -14,7 +14,7 @@ import time
 import pytest
 
 from models.session import build_engine
-from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, returning, tier
+from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
 
 
 def _deferrals(limiter: GlobalRateLimiter, count: int) -> list[float]:
@@ -142,13 +142,19 @@ def _taken_in(limiter: GlobalRateLimiter, seconds: float) -> int:
     return taken
 
 
+def _demand(calls: int):
+    """What the reconciler's count of open calls (``worker/reconcile/open_calls.py``, tested on
+    real rows in tests/reconcile/test_open_calls.py) reports, capped as it caps it."""
+    return lambda conn, cap: min(calls, cap)
+
+
 @pytest.mark.parametrize("engine_kind", ["postgresql", "sqlite"])
-def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
+def test_a_full_ring_with_more_open_work_than_a_turn_serves_paces_live_work(
     engine_kind, clean_db, tmp_path
 ):
     # Issue 14: a ring spent in a burst frees in a burst a window later, and a 60 s window
-    # that opens just after a burst began misses it. With more work waiting than one turn of
-    # the ring serves, slots are handed out at the average rate (window / limit apart) instead.
+    # that opens just after a burst began misses it. With more work open than one turn of the
+    # ring serves, slots are handed out at the average rate (window / limit apart) instead.
     engine = clean_db
     if engine_kind == "sqlite":
         from worker.ops import migrate
@@ -158,7 +164,8 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
         engine = build_engine(url)
     limiter = _spent(engine, f"paced-{engine_kind}", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    _deferrals(limiter, 40)  # 20 return times for the ring's slots, then 2 s beyond them
+    limiter.demand = _demand(40)
+    _deferrals(limiter, 1)  # the ring is full, and 40 calls are open
 
     time.sleep(2.3)  # every slot is free again
     taken = _taken_in(limiter, 0.5)
@@ -166,14 +173,36 @@ def test_once_more_waits_than_a_turn_of_the_ring_serves_live_work_is_paced(
     assert 3 <= taken <= 7, taken  # one per 0.1 s (window / limit), not all 20 at once
 
 
-def test_when_one_turn_of_the_ring_serves_all_that_waits_the_freed_slots_go_at_once(clean_db):
-    limiter = _spent(clean_db, "not-paced", limit=20, window=2.0)
+@pytest.mark.parametrize("open_calls", [12, 20])
+def test_when_one_turn_of_the_ring_serves_all_that_is_open_the_freed_slots_go_at_once(
+    clean_db, open_calls
+):
+    # Issue 10's dependent pairs: the second turn's calls are refused (some of them twice, as
+    # others take the freed slots first, and an order may have two tasks for one call), but
+    # the open work fits in one turn, so nothing is paced.
+    limiter = _spent(clean_db, f"not-paced-{open_calls}", limit=20, window=2.0)
     limiter.max_wait_seconds = 0.1
-    # Issue 10's dependent pairs: less than the ring waits, and some of it is deferred again as
-    # others take the freed slots first. Work sent back before is no new demand.
-    _deferrals(limiter, 12)
-    with returning(True):
-        _deferrals(limiter, 16)
+    limiter.demand = _demand(open_calls)
+    _deferrals(limiter, 28)
+
+    time.sleep(2.3)
+
+    assert _taken_in(limiter, 0.5) == 20
+
+
+def test_the_ring_is_not_paced_before_it_is_full(clean_db):
+    # A backlog below the budget goes at once (issue 10), however much is open behind it.
+    limiter = GlobalRateLimiter(clean_db, key="not-full", per_minute=20, window=2.0)
+    limiter.demand = _demand(1_000)
+    assert _taken_in(limiter, 0.3) == 20
+
+
+def test_requests_that_wait_for_their_slot_in_place_do_not_pace_the_ring(clean_db):
+    # At a large budget a slot frees every few milliseconds and nobody is deferred: the ring
+    # replays its first turn as it was (pacing it cost the turn it re-stamped 40 % of a window).
+    limiter = _spent(clean_db, "in-place", limit=20, window=2.0)
+    limiter.demand = _demand(1_000)
+    assert limiter.try_acquire(LIVE) > 0
 
     time.sleep(2.3)
 

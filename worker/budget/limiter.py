@@ -46,13 +46,19 @@ Three refinements, all inside the same statement:
   taken the moment it frees.
 * Even once saturated (issue 14). A ring spent in a burst frees in a burst a window later, so
   the platform's window that opens just after a burst began misses up to a guard's worth of the
-  burst (at 130 calls/s, 3 % of 1,000/min) on every turn. Once more live work waits than one
-  turn of the ring serves (a request deferred for the first time was given a return time past
-  every slot's next expiry), live work is paced like re-driven work (at most ``pace_size``
-  live takes in ``pace_window``, the limit's average rate; re-driven takes do not count, so a
-  backfill never slows live work) for one more turn of the ring. That turn re-stamps every
-  slot evenly; from then on every 60 s window holds the limit (less the guard), and an even
-  ring stays even. A backlog that one turn serves still goes at once.
+  burst (at 130 calls/s, 3 % of 1,000/min) on every turn. Once the ring is full while more
+  work is open than one turn of it serves (a live request had to be deferred, and ``demand``
+  counts more open calls than the ring holds), live work is paced like re-driven work (at most
+  ``pace_size`` live takes in ``pace_window``, the limit's average rate; re-driven takes do not
+  count, so a backfill never slows live work) for one more turn of the ring. That turn
+  re-stamps every slot evenly; from then on every 60 s window holds the limit (less the
+  guard), and an even ring stays even. A backlog that one turn serves still goes at once.
+  Demand is counted from the open work, not from deferred tasks: one call can have two tasks
+  (an order's bill's, and the one its points redeem sends on), and counting tasks once paced
+  issue 10's dependent pairs, whose second turn then took 99 s instead of 60 s. Only a
+  deferral asks: a request that waits for its slot in place (every request at a budget whose
+  slots free more often than ``max_wait_seconds``) leaves the ring to replay its first turn;
+  pacing it there left the windows of the turn it took to re-stamp the ring at 60 %.
 
 Round trips: a take is one statement on an autocommit connection; inside reconcile work it
 runs on the connection that holds the work's advisory locks (``sharing``), so it costs no
@@ -68,8 +74,9 @@ The functions ``slot_taken``, ``slot_waited``, ``deferred``, ``platform_throttle
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -85,21 +92,11 @@ log = structlog.get_logger(__name__)
 
 #: How long every process pauses after a 429 that carries no ``Retry-After``.
 DEFAULT_PAUSE_SECONDS = 5.0
+#: How often one process counts the open work while its live requests are refused.
+DEMAND_EVERY_SECONDS = 1.0
 
 _tier: ContextVar[str] = ContextVar("recon_rate_limit_tier", default=LIVE)
 _shared: ContextVar[Connection | None] = ContextVar("recon_rate_limit_connection", default=None)
-_returning: ContextVar[bool] = ContextVar("recon_rate_limit_returning", default=False)
-
-
-@contextmanager
-def returning(flag: bool) -> Iterator[None]:
-    """Inside, requests come from work that was sent back before (a task's retry): deferring
-    them again is no new demand, so it does not start the pacing ("Even once saturated")."""
-    token = _returning.set(flag)
-    try:
-        yield
-    finally:
-        _returning.reset(token)
 
 
 @contextmanager
@@ -185,7 +182,11 @@ class GlobalRateLimiter:
     redrive_max_wait_seconds: float = 0.5
     window: float = WINDOW_SECONDS
     guard_seconds: float = 0.25
+    #: The calls open work still needs, counted up to a cap: ``(connection, cap) -> count``
+    #: (``worker/reconcile/open_calls.py``). None: live work is never paced.
+    demand: Callable[[Connection, int], int] | None = None
     _ready: set[str] = field(default_factory=set, init=False, repr=False)
+    _demand_asked: float = field(default=-math.inf, init=False, repr=False)
 
     @property
     def budget(self) -> Budget:
@@ -222,6 +223,22 @@ class GlobalRateLimiter:
             # The ring's rows are gone (a test emptied the table): set them up again.
             self._ready.clear()
         raise RuntimeError("the rate limiter's slots could not be set up")
+
+    def _ask_demand(self) -> bool:
+        """At most once a second per process: the count is bounded, but while the ring is full
+        every waiting task is deferred, dozens a second."""
+        if self.demand is None:
+            return False
+        now = time.monotonic()
+        if now - self._demand_asked < DEMAND_EVERY_SECONDS:
+            return False
+        self._demand_asked = now
+        return True
+
+    def _saturated(self, conn: Connection, main: Ring) -> bool:
+        """More open calls than one turn of the ring serves ("Even once saturated")."""
+        assert self.demand is not None
+        return self.demand(conn, main.size + 1) > main.size
 
     def acquire(self) -> None:
         """Block until a slot is taken, or raise Throttled when that would take too long.
@@ -260,12 +277,18 @@ class GlobalRateLimiter:
         """Seconds until this refused request's own return time (see "Deferrals are spread")."""
         budget = self.budget
         main = budget.rings(self.key, LIVE)[0]
-        first = not _returning.get()
         if not self._postgres:
-            due = memory.key(self.key).defer(main, wait, budget.slot_interval, first=first)
+            state = memory.key(self.key)
+            due = state.defer(main, wait, budget.slot_interval)
+            if state.could_pace(main) and self._ask_demand():
+                with self.engine.connect() as conn:
+                    if self._saturated(conn, main):
+                        state.pace(main)
         else:
             with self._connection() as conn:
-                due = postgres.defer(conn, main, wait, budget.slot_interval, first=first)
+                due = postgres.defer(conn, main, wait, budget.slot_interval)
+                if self._ask_demand() and self._saturated(conn, main):
+                    postgres.pace_if_saturated(conn, main)
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.
         return max(due - self.max_wait_seconds / 2, 0.005)

@@ -73,10 +73,10 @@ class MemoryKey:
             return 0.0, False
 
     def _saturated(self, now: float, main: Ring) -> bool:
-        """More live work waits than one turn of the ring can serve (see postgres.py)."""
+        """Live work is paced: the ring filled while more waited than a turn serves."""
         return self._paced_until > now
 
-    def defer(self, main: Ring, wait: float, spacing: float, *, first: bool = True) -> float:
+    def defer(self, main: Ring, wait: float, spacing: float) -> float:
         """The next return time of a refused request, in seconds from now."""
         now = time.time()
         with self._lock:
@@ -87,9 +87,20 @@ class MemoryKey:
                 if horizon is not None and at + main.window > horizon
             ]
             self._deferred_until = spread(horizon, now, wait, min(later, default=None), spacing)
-            if first and horizon is not None and not later:
-                self._paced_until = self._deferred_until + main.window
             return max(self._deferred_until - now, 0.005)
+
+    def could_pace(self, main: Ring) -> bool:
+        """The ring is full and no pace runs (see postgres.py, "Even once saturated")."""
+        now = time.time()
+        with self._lock:
+            used = [at for at, _ in self._ring(main)[: main.size]]
+            return self._paced_until <= now and min(used) > now - main.window
+
+    def pace(self, main: Ring) -> None:
+        """Pace live work until a whole turn after the newest slot frees."""
+        with self._lock:
+            newest = max(at for at, _ in self._ring(main)[: main.size])
+            self._paced_until = max(self._paced_until, newest + 2 * main.window)
 
     def pause(self, seconds: float) -> None:
         with self._lock:

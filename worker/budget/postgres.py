@@ -37,11 +37,7 @@ _PG_LIVE_WAITED = text("""
     VALUES (:key, extract(epoch FROM clock_timestamp()))
     ON CONFLICT (key) DO UPDATE SET live_waited_at = excluded.live_waited_at
 """)
-# rule.spread as one atomic upsert: two processes never get the same return time. When a
-# request deferred for the first time gets a return time past every slot's next expiry (more
-# live work waits than one turn of the ring serves), live work is paced until a whole turn after
-# it (``paced_until``): one paced turn re-stamps every slot evenly, and an even ring stays even.
-# A request deferred again (its slot taken by another first) does not count: it is not more work.
+# rule.spread as one atomic upsert: two processes never get the same return time.
 _NEXT_FREE = """(SELECT min(s.used_at) + :window FROM rate_limit_slots s
                  WHERE s.key = :key AND s.slot < :size
                    AND s.used_at > r.deferred_until - :window)"""
@@ -51,11 +47,21 @@ _RETURN_AT = f"""least(
 _PG_DEFER = text(f"""
     INSERT INTO rate_limits AS r (key, deferred_until)
     VALUES (:key, extract(epoch FROM clock_timestamp()) + :wait)
-    ON CONFLICT (key) DO UPDATE SET
-        deferred_until = {_RETURN_AT},
-        paced_until = CASE WHEN :first AND r.deferred_until IS NOT NULL AND {_NEXT_FREE} IS NULL
-                           THEN {_RETURN_AT} + :window ELSE r.paced_until END
+    ON CONFLICT (key) DO UPDATE SET deferred_until = {_RETURN_AT}
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
+""")
+# Even once saturated: with the ring full (every slot used within the window) and more open
+# work than a turn serves, live work is paced until a whole turn after the newest slot frees
+# (``paced_until``): one paced turn re-stamps every slot evenly, and an even ring stays even.
+# A pace already running is left as it is, so the turn it re-stamps is not cut short.
+_PG_PACE = text("""
+    INSERT INTO rate_limits AS r (key, paced_until)
+    SELECT :key, s.newest + 2 * :window
+    FROM (SELECT max(used_at) AS newest, min(used_at) AS oldest FROM rate_limit_slots
+          WHERE key = :key AND slot < :size) AS s
+    WHERE s.oldest > extract(epoch FROM clock_timestamp()) - :window
+    ON CONFLICT (key) DO UPDATE SET paced_until = excluded.paced_until
+    WHERE coalesce(r.paced_until, 0) <= extract(epoch FROM clock_timestamp())
 """)
 _PG_RING_WAIT = text("""
     SELECT used_at + :window - extract(epoch FROM clock_timestamp()) FROM rate_limit_slots
@@ -198,10 +204,9 @@ def wait(
     return max(wait, 0.005), False
 
 
-def defer(conn: Connection, main: Ring, wait: float, spacing: float, *, first: bool) -> float:
+def defer(conn: Connection, main: Ring, wait: float, spacing: float) -> float:
     """Hand out the next return time of a refused request: seconds from now."""
     params = {
-        "first": first,
         "key": main.key,
         "size": main.size,
         "window": main.window,
@@ -210,6 +215,12 @@ def defer(conn: Connection, main: Ring, wait: float, spacing: float, *, first: b
         "max_wait": MAX_DEFERRAL_SECONDS,
     }
     return max(float(conn.execute(_PG_DEFER, params).scalar() or wait), 0.005)
+
+
+def pace_if_saturated(conn: Connection, main: Ring) -> None:
+    """Pace live work for one more turn if the ring is full and no pace runs (more open work
+    than a turn serves is the caller's to know)."""
+    conn.execute(_PG_PACE, {"key": main.key, "size": main.size, "window": main.window})
 
 
 def ensure(conn: Connection, ring: Ring) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from models.session import engine_for, forget_engines_after_fork
 from worker.budget.limiter import GlobalRateLimiter
 from worker.loyalty import LoyaltyClient
+from worker.reconcile.open_calls import open_calls
 from worker.reconcile.outcomes import Policy
 from worker.settings import Settings
 
@@ -45,6 +46,7 @@ def build(settings: Settings, *, max_wait_seconds: float | None = None) -> Resou
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
         redrive_share=settings.backfill_budget_share,
+        demand=open_calls,
     )
     if max_wait_seconds is not None:
         limiter.max_wait_seconds = limiter.redrive_max_wait_seconds = max_wait_seconds

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -127,19 +127,16 @@ def _busy_delay() -> float:
     return random.uniform(1.0, 3.0)
 
 
-@contextmanager
-def _budget_context(task: ReconTask, redriven: bool) -> Iterator[None]:
-    """The budget's tier of this work, and whether it was sent back before (a retry)."""
-    tier = limiter.REDRIVE if redriven else limiter.LIVE
-    with limiter.tier(tier), limiter.returning(bool(task.request.retries)):
-        yield
+def _budget_tier(redriven: bool) -> AbstractContextManager[None]:
+    """The budget's tier of this work."""
+    return limiter.tier(limiter.REDRIVE if redriven else limiter.LIVE)
 
 
 @recon_task("recon.reconcile_order")
 def reconcile_order(self: ReconTask, order_ref: str, redriven: bool = False) -> dict[str, Any]:
     """Attach the order's bill to its open redemptions (idempotent)."""
     r = self.resources
-    with _budget_context(self, redriven):
+    with _budget_tier(redriven):
         report = orders.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
     self.again_in(_busy_delay() if report.busy else report.retry_in)
     return report.as_dict()
@@ -158,13 +155,12 @@ def reconcile_orders(self: ReconTask, order_refs: list[str]) -> dict[str, Any]:
         log.warning("reconcile_orders.cut", orders=len(refs), kept=MAX_ORDERS_PER_TASK)
         refs = refs[:MAX_ORDERS_PER_TASK]
     sent_on = 0
-    with _budget_context(self, redriven=False):
+    with _budget_tier(redriven=False):
         for order_ref in refs:
             with structlog.contextvars.bound_contextvars(order_ref=order_ref):
                 delay = _reconcile_one(r, order_ref)
                 if delay is not None:
-                    # A return, not new work: the budget tells the two apart (``returning``).
-                    enqueue_order(order_ref, delay, returning=True)
+                    enqueue_order(order_ref, delay)
                     sent_on += 1
     return {"orders": len(refs), "sent_on": sent_on}
 
@@ -186,7 +182,7 @@ def _reconcile_one(r: resources.Resources, order_ref: str) -> float | None:
 def redeem_points(self: ReconTask, request_id: int, redriven: bool = False) -> dict[str, Any]:
     """Redeem a customer's points once (same external reference on every attempt)."""
     r = self.resources
-    with _budget_context(self, redriven):
+    with _budget_tier(redriven):
         report = redeem.redeem_points(r.engine, r.client, request_id=request_id, policy=r.policy)
     if report.status == "succeeded" and report.order_ref:
         enqueue_order(report.order_ref, redriven=redriven)
@@ -198,15 +194,9 @@ def _route(redriven: bool) -> dict[str, Any]:
     return {"kwargs": {"redriven": True}, "queue": REDRIVE_QUEUE} if redriven else {}
 
 
-def enqueue_order(
-    order_ref: str, delay: float | None = None, *, redriven: bool = False, returning: bool = False
-) -> None:
-    """``returning``: the order was tried and sent back (its task then counts as a retry)."""
+def enqueue_order(order_ref: str, delay: float | None = None, *, redriven: bool = False) -> None:
     countdown = whole_seconds(delay) if delay else None
-    options: dict[str, Any] = {"retries": 1} if returning else {}
-    reconcile_order.apply_async(
-        args=[order_ref], countdown=countdown, **options, **_route(redriven)
-    )
+    reconcile_order.apply_async(args=[order_ref], countdown=countdown, **_route(redriven))
 
 
 def enqueue_redriven(order_ref: str, delay: float | None = None) -> None:
