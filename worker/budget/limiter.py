@@ -92,7 +92,7 @@ log = structlog.get_logger(__name__)
 
 #: How long every process pauses after a 429 that carries no ``Retry-After``.
 DEFAULT_PAUSE_SECONDS = 5.0
-#: How often one process counts the open work while its live requests are refused.
+#: How often one process counts the open work while its live requests are deferred.
 DEMAND_EVERY_SECONDS = 1.0
 
 _tier: ContextVar[str] = ContextVar("recon_rate_limit_tier", default=LIVE)
