@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -10,7 +13,7 @@ from models.redemptions import Redemption
 from models.session import unit_of_work
 from tests.factories import events
 from worker.intake.store import store_message
-from worker.reconcile.orders import reconcile_order
+from worker.reconcile.orders import SIBLINGS_SETTLE_SECONDS, reconcile_order
 from worker.reconcile.outcomes import Policy
 
 COUPON_PATH = "/v2/coupon/redeem"
@@ -114,6 +117,43 @@ def test_coupons_of_two_customers_on_one_bill_take_one_call_each(clean_db, clien
     report = reconcile_order(clean_db, client, order_ref="o-2", policy=POLICY)
     assert report.calls == 2
     assert sandbox.stats()["by_endpoint"] == {f"PUT {COUPON_PATH}": 2}
+
+
+def test_a_coupon_stored_just_after_its_bill_goes_in_the_bills_one_call(clean_db, client, sandbox):
+    # An order's events reach several intake consumers at once: the bill may be stored, and
+    # its task start, a batch before a sibling coupon. The coupons of a young bill wait for
+    # their siblings, so the customer's coupons still go in one call (DESIGN.md).
+    mobile = "919855555555"
+    for number in (51, 52):
+        sandbox.register_coupon(number, mobile)
+    publish(
+        clean_db,
+        events.coupon_redeemed("o-5", 51, mobile),
+        events.transaction_completed("o-5", mobile),
+    )
+    late = threading.Timer(0.1, publish, (clean_db, events.coupon_redeemed("o-5", 52, mobile)))
+    late.start()
+    report = reconcile_order(clean_db, client, order_ref="o-5", policy=POLICY)
+    late.join()
+
+    assert report.calls == 1
+    sent = sandbox.requests(COUPON_PATH)
+    assert sorted(item["redemptionId"] for item in sent[0]["body"]["redemptions"]) == [51, 52]
+    assert {state_of(clean_db, str(number)) for number in (51, 52)} == {"succeeded"}
+
+
+def test_an_old_bill_is_sent_at_once(clean_db, client, sandbox):
+    mobile = "919856565656"
+    sandbox.register_coupon(56, mobile)
+    publish(clean_db, events.coupon_redeemed("o-56", 56, mobile))
+    publish(clean_db, events.transaction_completed("o-56", mobile))
+    time.sleep(SIBLINGS_SETTLE_SECONDS)
+
+    started = time.monotonic()
+    report = reconcile_order(clean_db, client, order_ref="o-56", policy=POLICY)
+
+    assert report.calls == 1
+    assert time.monotonic() - started < SIBLINGS_SETTLE_SECONDS
 
 
 def test_running_again_after_success_sends_nothing(clean_db, client, sandbox):
