@@ -54,8 +54,9 @@ WORKABLE = (PENDING, RETRYING)
 #: later than its bill: a task that sends at once then needs a second call for it (10 extra
 #: calls for 100 bills in one burst run with 4 workers). So coupons on a bill stored less than
 #: this long ago wait until it is this old, and the open work is read again. Intake batches
-#: flush within RECON_INTAKE_FLUSH_MS (20 ms) and store in tens of milliseconds.
-SIBLINGS_SETTLE_SECONDS = 0.1
+#: flush within RECON_INTAKE_FLUSH_MS (20 ms), but four consumers starting on one burst
+#: committed up to a few hundred milliseconds apart: 0.1 s still let 10 extra calls through.
+SIBLINGS_SETTLE_SECONDS = 0.25
 
 
 def reconcile_order(
