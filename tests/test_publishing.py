@@ -51,3 +51,15 @@ def test_messages_the_broker_refuses_are_an_error_not_a_silent_loss(amqp_url):
         assert kept >= 10
         assert kept + int(refused.value.args[0].split()[3]) == 1_000  # each kept or refused
         queue.delete()
+
+
+def test_a_connection_that_confirms_each_message_itself_publishes_the_same(amqp_url):
+    exchange = f"pub-{uuid.uuid4().hex[:8]}"
+    with Connection(amqp_url, transport_options={"confirm_publish": True}) as conn:
+        queue = _queue(conn, exchange)
+
+        sent = publish_bodies(conn, exchange, (dumps({"type": "x", "n": n}) for n in range(50)))
+
+        assert sent == 50
+        assert queue.queue_declare(passive=True).message_count == 50
+        queue.delete()
