@@ -7,7 +7,8 @@ Create Date: 2026-12-07 06:10:00.000000
 ``rate_limits.paced_until``: set when a request deferred for the first time gets a return time
 past every slot's next expiry (more waits than a turn of the ring serves); until then live takes are
 paced to the limit's average rate, so the ring evens out (issue 14). Nullable and unread by the
-previous release, so workers of both can run during an upgrade.
+previous release, so workers of both can run during an upgrade. Since dfc5274 it is set when a
+live request is deferred on a full ring while more calls are open than the ring holds.
 """
 
 from collections.abc import Sequence

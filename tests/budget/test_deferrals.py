@@ -191,10 +191,18 @@ def test_when_one_turn_of_the_ring_serves_all_that_is_open_the_freed_slots_go_at
 
 
 def test_the_ring_is_not_paced_before_it_is_full(clean_db):
-    # A backlog below the budget goes at once (issue 10), however much is open behind it.
-    limiter = GlobalRateLimiter(clean_db, key="not-full", per_minute=20, window=2.0)
+    # A backlog below the budget goes at once (issue 10), however much is open behind it: a
+    # request deferred by the smaller burst ring, with the main ring far from full, does not
+    # start the pacing.
+    limiter = GlobalRateLimiter(clean_db, key="not-full", per_minute=20, burst=5, window=2.0)
+    limiter.max_wait_seconds = 0.1
     limiter.demand = _demand(1_000)
-    assert _taken_in(limiter, 0.3) == 20
+    assert _taken_in(limiter, 0.05) == 5  # the burst ring: 5 slots over 0.5 s
+    _deferrals(limiter, 1)
+
+    time.sleep(0.6)
+
+    assert _taken_in(limiter, 0.3) == 5  # the burst ring's pace, not one per 0.1 s
 
 
 def test_requests_that_wait_for_their_slot_in_place_do_not_pace_the_ring(clean_db):
@@ -202,8 +210,7 @@ def test_requests_that_wait_for_their_slot_in_place_do_not_pace_the_ring(clean_d
     # replays its first turn as it was (pacing it cost the turn it re-stamped 40 % of a window).
     limiter = _spent(clean_db, "in-place", limit=20, window=2.0)
     limiter.demand = _demand(1_000)
-    assert limiter.try_acquire(LIVE) > 0
+    limiter.max_wait_seconds = 3.0
+    limiter.acquire()  # waits in place for the oldest slot, about 2 s
 
-    time.sleep(2.3)
-
-    assert _taken_in(limiter, 0.5) == 20
+    assert _taken_in(limiter, 0.5) == 19  # every other slot at once

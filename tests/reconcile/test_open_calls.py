@@ -27,10 +27,12 @@ def engine(request, clean_db, tmp_path):
 
 
 def _open_work(session: Session) -> None:
-    # Bill 1: three coupons (one call) and a points redemption (one call).
+    # Bill 1: three coupons of one customer (one call), one of another (one more call), and a
+    # points redemption (one call).
     bill = make_transaction(session)
     for _ in range(3):
         make_redemption(session, kind="coupon", transaction_id=bill.id)
+    make_redemption(session, kind="coupon", transaction_id=bill.id, customer_value="919800000009")
     make_redemption(session, kind="points", transaction_id=bill.id)
     # Bill 2: a coupon waiting for a retry (one call) and one already done (none).
     other = make_transaction(session)
@@ -52,6 +54,7 @@ def test_open_calls_counts_one_call_per_coupon_bill_per_points_item_and_per_rede
         session.commit()
 
     with engine.connect() as conn:
-        assert open_calls(conn, cap=100) == 2 + 1 + 2  # coupon bills + points update + redeems
+        # coupon calls (customer and bill) + points update + redeems
+        assert open_calls(conn, cap=100) == 3 + 1 + 2
         # Each kind stops at the cap: the budget only asks whether more than a turn is open.
         assert open_calls(conn, cap=1) == 3

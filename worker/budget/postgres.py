@@ -109,9 +109,10 @@ def _take_statement(rings: int, redrive: bool):
                         WHERE p.key = :k0 AND p.paused_until > {_NOW})""",
     ]
     if not redrive:
-        # Even once saturated: while more live work waits than one turn of the ring serves
-        # (``paced_until``), live work too is paced. Only live takes count against its pace:
-        # re-driven work is paced already, and a backfill must not slow live orders down.
+        # Even once saturated: while the ring is paced (``paced_until``: it filled with more
+        # calls open than a turn serves), live work too is paced. Only live takes count
+        # against its pace: re-driven work is paced already, and a backfill must not slow live
+        # orders down.
         gate += [
             f"""(NOT EXISTS (SELECT 1 FROM rate_limits d
                              WHERE d.key = :k0 AND d.paced_until > {_NOW})

@@ -83,6 +83,8 @@ def reconcile_order(
         found = _read_open_work(claim, order_ref)
         settle = _settle_seconds(*found) if found else 0.0
         if settle > 0:
+            # With the order's lock held: a sibling's task meanwhile finds the order busy and
+            # comes back later, to find nothing open.
             time.sleep(settle)
             found = _read_open_work(claim, order_ref)
         if found is None:
@@ -100,10 +102,7 @@ def _settle_seconds(transaction: Transaction, items: list[Redemption]) -> float:
     """How long to wait for sibling coupons still on their way (``SIBLINGS_SETTLE_SECONDS``)."""
     if not any(item.kind == COUPON for item in items):
         return 0.0
-    stored = transaction.created_at
-    if stored.tzinfo is None:
-        stored = stored.replace(tzinfo=dt.UTC)
-    age = (dt.datetime.now(dt.UTC) - stored).total_seconds()
+    age = (dt.datetime.now(dt.UTC) - transaction.created_at).total_seconds()
     # A clock ahead of ours (another host) makes the bill look young: never wait longer.
     return min(max(SIBLINGS_SETTLE_SECONDS - age, 0.0), SIBLINGS_SETTLE_SECONDS)
 

@@ -59,7 +59,8 @@ class _Confirms:
         self.pending.add(self.published)
 
     def _settle(self, delivery_tag: int, multiple: bool) -> int:
-        done = {tag for tag in self.pending if tag <= delivery_tag} if multiple else {delivery_tag}
+        done = {t for t in self.pending if t <= delivery_tag} if multiple else {delivery_tag}
+        done &= self.pending  # a tag settled twice counts once
         self.pending -= done
         return len(done)
 
@@ -69,8 +70,9 @@ class _Confirms:
     def _nack(self, delivery_tag: int, multiple: bool) -> None:
         self.nacked += self._settle(delivery_tag, multiple)
 
-    def wait(self, connection: Connection, published: int) -> None:
-        """Until at least ``published`` messages are settled; raise if any was refused."""
+    def wait(self, connection: Connection, published: int, *, last: bool = False) -> None:
+        """Until at least ``published`` messages are settled; after the ``last`` wait, raise if
+        any was refused (before it, the count of refusals would still be partial)."""
         deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
         while self.settled < published:
             left = deadline - time.monotonic()
@@ -78,7 +80,7 @@ class _Confirms:
                 raise NotConfirmed(f"{published - self.settled} messages not confirmed in time")
             with contextlib.suppress(TimeoutError, socket.timeout):
                 connection.drain_events(timeout=min(left, 1.0))
-        if self.nacked:
+        if last and self.nacked:
             raise NotConfirmed(f"the broker refused {self.nacked} messages")
 
 
@@ -110,19 +112,19 @@ def publish_bodies(
                 content_type="application/json",
                 content_encoding="utf-8",
                 delivery_mode=2,
-                retry=True,
+                # Counting confirms, a lost connection is an error: kombu's retry would re-send
+                # on a new channel outside confirm mode, and what the old one had not confirmed
+                # would be neither known sent nor sent again.
+                retry=confirms is None,
             )
             total += 1
             if confirms is None:
                 continue
-            if producer.channel is not confirms.channel:
-                # A reconnect gave the producer a new channel: its confirms count from there.
-                confirms = _Confirms(producer.channel)
             confirms.sent()
             if len(confirms.pending) >= CONFIRM_WINDOW:
                 confirms.wait(connection, confirms.published - CONFIRM_WINDOW // 2)
         if confirms is not None:
-            confirms.wait(connection, confirms.published)
+            confirms.wait(connection, confirms.published, last=True)
     return total
 
 
