@@ -235,7 +235,7 @@ class GlobalRateLimiter:
         self._demand_asked = now
         return True
 
-    def _saturated(self, conn: Connection, main: Ring) -> bool:
+    def _open_beyond_a_turn(self, conn: Connection, main: Ring) -> bool:
         """More open calls than one turn of the ring serves ("Even once saturated")."""
         assert self.demand is not None
         return self.demand(conn, main.size + 1) > main.size
@@ -282,12 +282,12 @@ class GlobalRateLimiter:
             due = state.defer(main, wait, budget.slot_interval)
             if state.could_pace(main) and self._ask_demand():
                 with self.engine.connect() as conn:
-                    if self._saturated(conn, main):
+                    if self._open_beyond_a_turn(conn, main):
                         state.pace(main)
         else:
             with self._connection() as conn:
                 due = postgres.defer(conn, main, wait, budget.slot_interval)
-                if self._ask_demand() and self._saturated(conn, main):
+                if self._ask_demand() and self._open_beyond_a_turn(conn, main):
                     postgres.pace_if_saturated(conn, main)
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.

@@ -42,7 +42,6 @@ class _Confirms:
     the last messages of a large publication (the benchmark's backlog, bench/README.md)."""
 
     def __init__(self, channel: Any) -> None:
-        self.channel = channel
         self.published = 0
         self.pending: set[int] = set()  # delivery tags not yet confirmed
         self.nacked = 0
