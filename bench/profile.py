@@ -39,6 +39,9 @@ _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 def _py_spy(pid: int, fmt: str, out: Path, rate: int) -> subprocess.Popen[bytes]:
     command = [PY_SPY, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
     command += ["--full-filenames"]
+    command += (["--idle"] if ProfiledWorkers.idle else []) + (
+        ["--gil"] if ProfiledWorkers.gil else []
+    )
     command += ["--rate", str(rate), "--format", fmt, "--output", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -47,6 +50,11 @@ class ProfiledWorkers(infra.Workers):
     """The benchmark's workers, each sampled by py-spy (raw stacks and a flame graph)."""
 
     rate = 50
+    #: --idle: sample waiting threads too, to see where a task's wall time goes, not only its CPU.
+    idle = False
+    #: --gil: only threads holding the GIL, the closest py-spy comes to CPU time (psycopg's and
+    #: the socket's waits release it; without this flag py-spy counts some of them as busy).
+    gil = False
     spies: list[tuple[subprocess.Popen[bytes], Path]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -134,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coupons-per-bill", "-k", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
+    parser.add_argument(
+        "--idle", action="store_true", help="sample waiting threads too (py-spy --idle)"
+    )
+    parser.add_argument("--gil", action="store_true", help="only threads holding the GIL")
     args = parser.parse_args(argv)
     if shutil.which(PY_SPY) is None:
         print("py-spy is not installed: `make install` (it is a dev dependency)", file=sys.stderr)
@@ -141,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     infra.install_sigterm_as_interrupt()
     ProfiledWorkers.rate = args.rate
+    ProfiledWorkers.idle = args.idle
+    ProfiledWorkers.gil = args.gil
     spied: list[ProfiledWorkers] = []
 
     class Recorded(ProfiledWorkers):

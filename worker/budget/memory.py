@@ -90,17 +90,16 @@ class MemoryKey:
             return max(self._deferred_until - now, 0.005)
 
     def could_pace(self, main: Ring) -> bool:
-        """The ring is full and no pace runs (see postgres.py, "Even once saturated")."""
-        now = time.time()
+        """No pace runs (see postgres.py, "Even once saturated")."""
         with self._lock:
-            used = [at for at, _ in self._ring(main)[: main.size]]
-            return self._paced_until <= now and min(used) > now - main.window
+            return self._paced_until <= time.time()
 
     def pace(self, main: Ring) -> None:
         """Pace live work until a whole turn after the newest slot frees."""
         with self._lock:
             newest = max(at for at, _ in self._ring(main)[: main.size])
-            self._paced_until = max(self._paced_until, newest + 2 * main.window)
+            start = max(newest, time.time())
+            self._paced_until = max(self._paced_until, start + 2 * main.window)
 
     def pause(self, seconds: float) -> None:
         with self._lock:

@@ -1,5 +1,5 @@
-"""How many platform calls the open work still needs: the demand the budget weighs when its ring
-is full ("Even once saturated" in ``worker/budget/limiter.py``).
+"""How many platform calls the open work still needs: the demand the budget weighs to decide
+whether live work is paced ("Even once saturated" in ``worker/budget/postgres.py``).
 
 Counted from the work itself, not from tasks: an order can have two tasks queued for the same
 call (its bill's and the one its points redeem sends on), and counting tasks took one call for
@@ -14,8 +14,7 @@ given before its LIMIT applies); a backlog whose customers have more coupons tha
 bill is undercounted, which only delays the pacing.
 
 Re-driven work (the backfill, the sweeper) is open work too and is counted: a live request
-deferred during a backfill on a full ring may pace live work for a turn, at the limit's average
-rate.
+during a backfill larger than a turn paces live work, at the limit's average rate.
 """
 
 from __future__ import annotations
