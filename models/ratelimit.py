@@ -29,9 +29,10 @@ class RateLimitState(Base):
     # The last return time handed to a deferred request (database clock, epoch seconds): the
     # next one is a slot's interval later, so deferred requests do not come back as a herd.
     deferred_until: Mapped[float | None] = mapped_column(Double, nullable=True)
-    # Live takes are paced to the average rate until then: set, a turn past the newest slot's
-    # expiry, when a live request is deferred while the ring is full and more calls are open
-    # than a turn of the ring serves (``worker/budget/limiter.py``, "Even once saturated").
+    # Live takes are paced to the average rate until then: set two turns ahead by a live
+    # request (taken or refused) that finds more calls open than a turn of the ring serves, and
+    # set again when it has passed while the backlog lasts (``worker/budget/limiter.py``, "Even
+    # once saturated").
     paced_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 

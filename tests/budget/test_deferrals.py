@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from models.session import build_engine
+from worker.budget import postgres
 from worker.budget.limiter import LIVE, REDRIVE, GlobalRateLimiter, Throttled, tier
 
 
@@ -244,9 +245,33 @@ def test_a_pace_is_not_cut_short_and_open_work_is_not_counted_while_it_runs(clea
         paced_until = conn.execute(
             text("SELECT paced_until FROM rate_limits WHERE key = 'pace-runs'")
         ).scalar()
-    assert paced_until == pytest.approx(time.time() + 4.0, abs=0.5)  # two turns
+    assert paced_until == pytest.approx(time.time() + 4.5, abs=0.2)  # two turns of 2.25 s
 
     time.sleep(1.1)  # the next count is due, but the pace runs
     limiter.acquire()
+    main = limiter.budget.rings("pace-runs", LIVE)[0]
+    with clean_db.connect() as conn:
+        postgres.pace_if_saturated(conn, main)  # as a process that counted at the same time
+        conn.commit()
+        again = conn.execute(
+            text("SELECT paced_until FROM rate_limits WHERE key = 'pace-runs'")
+        ).scalar()
 
     assert len(counted) == 1
+    assert again == paced_until  # the running pace is neither cut short nor pushed out
+
+
+def test_a_ring_is_inserted_once_and_grows_with_its_limit(clean_db):
+    def slots() -> int:
+        with clean_db.connect() as conn:
+            return conn.execute(
+                text("SELECT count(*) FROM rate_limit_slots WHERE key = 'grows'")
+            ).scalar()
+
+    GlobalRateLimiter(clean_db, key="grows", per_minute=20).try_acquire(LIVE)
+    assert slots() == 20
+    GlobalRateLimiter(clean_db, key="grows", per_minute=40).try_acquire(LIVE)
+    assert slots() == 40
+    smaller = GlobalRateLimiter(clean_db, key="grows", per_minute=10, window=2.0)
+    # Its own first ten slots only, two of which the limiters above took a moment ago.
+    assert sum(smaller.try_acquire(LIVE) == 0.0 for _ in range(12)) == 8

@@ -84,6 +84,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.budget import memory, postgres
 from worker.budget.rule import LIVE, REDRIVE, TIERS, WINDOW_SECONDS, Budget, Ring
@@ -229,8 +230,9 @@ class GlobalRateLimiter:
         raise RuntimeError("the rate limiter's slots could not be set up")
 
     def _ask_demand(self) -> bool:
-        """At most once a second per process: the count is bounded, but requests go out by the
-        hundred a second."""
+        """At most once a second per process (every ``DEMAND_IDLE_SECONDS`` after a count that
+        found less than half a turn): the count is bounded, but requests go out by the hundred a
+        second."""
         if self.demand is None:
             return False
         now = time.monotonic()
@@ -259,7 +261,7 @@ class GlobalRateLimiter:
             wait, paused = self._attempt(tier_name)
             if wait == 0.0:
                 if tier_name == LIVE:
-                    self._pace_if_saturated(self.budget.rings(self.key, LIVE)[0])
+                    self._pace_after_take()
                 slot_taken(tier_name)
                 if waited:
                     slot_waited(tier_name, waited)
@@ -295,6 +297,14 @@ class GlobalRateLimiter:
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.
         return max(due - self.max_wait_seconds / 2, 0.005)
+
+    def _pace_after_take(self) -> None:
+        """The slot is taken: a failed count must not fail the request that holds it (the next
+        request asks again)."""
+        try:
+            self._pace_if_saturated(self.budget.rings(self.key, LIVE)[0])
+        except SQLAlchemyError as exc:
+            log.warning("ratelimit.demand_unknown", error=type(exc).__name__)
 
     def _pace_if_saturated(self, main: Ring) -> None:
         """At most once a second per process, on a live request (taken or refused): if more

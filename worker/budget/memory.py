@@ -73,7 +73,7 @@ class MemoryKey:
             return 0.0, False
 
     def _saturated(self, now: float, main: Ring) -> bool:
-        """Live work is paced: the ring filled while more waited than a turn serves."""
+        """Live work is paced: more calls were open than a turn serves."""
         return self._paced_until > now
 
     def defer(self, main: Ring, wait: float, spacing: float) -> float:
@@ -95,7 +95,7 @@ class MemoryKey:
             return self._paced_until <= time.time()
 
     def pace(self, main: Ring) -> None:
-        """Pace live work until a whole turn after the newest slot frees."""
+        """Pace live work for two turns from now (from the newest slot, if a clock ahead)."""
         with self._lock:
             newest = max(at for at, _ in self._ring(main)[: main.size])
             start = max(newest, time.time())

@@ -57,7 +57,7 @@ _PG_DEFER = text(f"""
     RETURNING deferred_until - extract(epoch FROM clock_timestamp())
 """)
 # Even once saturated: with more open work than a turn serves, live work is paced at the
-# limit's average rate until a whole turn after the newest slot frees (``paced_until``). Paced
+# limit's average rate for two turns (``paced_until``), and again while the backlog lasts. Paced
 # from the moment the open work is known, the ring fills evenly; paced only once it was full, it
 # replayed the uneven turn it filled in (a backlog's first calls come while the intake is still
 # storing it, slower than the ones after) for a whole turn, and every window holding that turn's
@@ -243,17 +243,21 @@ def could_pace(conn: Connection, main: Ring) -> bool:
 
 
 def pace_if_saturated(conn: Connection, main: Ring) -> None:
-    """Pace live work for one more turn if no pace runs (more open work than a turn serves is
-    the caller's to know)."""
+    """Pace live work for two turns if no pace runs; a running pace is left as it is (more open
+    work than a turn serves is the caller's to know)."""
     conn.execute(_PG_PACE, {"key": main.key, "size": main.size, "window": main.window})
 
 
 def ensure(conn: Connection, ring: Ring) -> None:
     """The ring's rows exist (idempotent)."""
-    if not conn.execute(_PG_HAS_RING, {"key": ring.key, "last": ring.size - 1}).scalar():
-        conn.execute(_PG_ENSURE, {"key": ring.key, "size": ring.size})
+    if conn.execute(_PG_HAS_RING, {"key": ring.key, "last": ring.size - 1}).scalar():
+        return
+    inserted = conn.execute(_PG_ENSURE, {"key": ring.key, "size": ring.size}).rowcount
+    if inserted:
         # A new table's first statistics wait for autovacuum, which a busy start (a backlog
-        # being stored) can delay for minutes; planned blind, a ring's statements read it whole.
+        # being stored) can delay for minutes. The take's counts are written to use the
+        # (key, used_at) index without them (``_recent``); the rest of the ring's statements
+        # are planned better with them. Only the process that inserted the rows asks.
         conn.execute(text("ANALYZE rate_limit_slots"))
 
 
