@@ -162,22 +162,28 @@ def test_a_database_that_is_down_keeps_messages_until_it_is_back(
 
 def test_two_worker_processes_together_stay_under_the_rate_limit(workers, clean_db, sandbox):
     per_minute = 20  # for everyone together; the platform counts a strict 60 s window
-    orders = 30
-    for number in range(orders):
-        mobile = f"91960000{number:04d}"
-        sandbox.register_points(f"RL{number}", mobile)
-        workers.publish(
-            events.body(events.points_redeemed(f"rl-{number}", f"RL{number}", mobile)),
-            events.body(events.transaction_completed(f"rl-{number}", mobile)),
-        )
+
+    def publish(numbers: range) -> None:
+        for number in numbers:
+            mobile = f"91960000{number:04d}"
+            sandbox.register_points(f"RL{number}", mobile)
+            workers.publish(
+                events.body(events.points_redeemed(f"rl-{number}", f"RL{number}", mobile)),
+                events.body(events.transaction_completed(f"rl-{number}", mobile)),
+            )
+
+    # One turn of the budget's work first: it goes at once (more open than a turn would be
+    # paced from the first request, one call per 3 s, and never meet a spent budget).
+    publish(range(per_minute))
     sandbox.configure(rate_limit_per_minute=per_minute)
     # A task per order, so both workers hold orders when the budget runs out (ten to a task,
     # the first two tasks could spend it all and the third meet every refusal in one worker).
     env = {"LOYALTY_RATE_LIMIT_PER_MINUTE": str(per_minute), "RECON_ORDERS_PER_TASK": "1"}
     workers.start("w1", **env)
     workers.start("w2", **env)
-    # The whole budget goes at once; then both workers are refused and hand their tasks back.
     wait_for(lambda: sandbox.stats()["total"] >= per_minute, timeout=60)
+    # Then more, with the budget spent: both workers are refused and hand their tasks back.
+    publish(range(per_minute, per_minute + 10))
     wait_for(
         lambda: all("reconcile.deferred" in workers.log_of(name) for name in ("w1", "w2")),
         timeout=60,
