@@ -52,9 +52,9 @@ Three refinements, all inside the same statement:
   is open than one turn of the ring serves (``demand`` counts more open calls than the ring
   holds), live work is paced like re-driven work (at most ``pace_size`` live takes in
   ``pace_window``, the limit's average rate; re-driven takes do not count, so a backfill never
-  slows live work) until a whole turn after the newest slot frees, and again while the backlog
-  lasts. A live request asks, taken or refused, at most once a second per process and only
-  while no pace runs: paced from the first request, the ring fills evenly and every 60 s window
+  slows live work) for two turns of the ring, and again while the backlog lasts. A live
+  request asks, taken or refused, at most once a second per process and only while no pace
+  runs: paced from the first request, the ring fills evenly and every 60 s window
   holds the limit (less the guard). Paced only once the ring was full (the first version), the
   turn that re-stamped it left the windows across it at 60 %. A backlog that one turn serves
   still goes at once. Demand is counted from the open work, not from deferred tasks: one call
@@ -293,7 +293,7 @@ class GlobalRateLimiter:
         else:
             with self._connection() as conn:
                 due = postgres.defer(conn, main, wait, budget.slot_interval)
-        self._pace_if_saturated(main)
+        self._pace_if_saturated()
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.
         return max(due - self.max_wait_seconds / 2, 0.005)
@@ -302,16 +302,18 @@ class GlobalRateLimiter:
         """The slot is taken: a failed count must not fail the request that holds it (the next
         request asks again)."""
         try:
-            self._pace_if_saturated(self.budget.rings(self.key, LIVE)[0])
+            self._pace_if_saturated()
         except SQLAlchemyError as exc:
             log.warning("ratelimit.demand_unknown", error=type(exc).__name__)
 
-    def _pace_if_saturated(self, main: Ring) -> None:
+    def _pace_if_saturated(self) -> None:
         """At most once a second per process, on a live request (taken or refused): if more
         calls are open than a turn serves, pace live work from now on, so the ring fills evenly
         ("Even once saturated" in postgres.py). The count is made only while no pace runs."""
         if not self._ask_demand():
             return
+        # The ring only once the count is due: this runs after every live take.
+        main = self.budget.rings(self.key, LIVE)[0]
         if not self._postgres:
             state = memory.key(self.key)
             if state.could_pace(main):
