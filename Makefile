@@ -78,14 +78,16 @@ shipped: wheel $(SHIP_BASE)
 # The tests need the local PostgreSQL and RabbitMQ; `services` starts them if they are down.
 # RECON_TEST_VENV points the end-to-end tests (worker, beat, migrate, demo subprocesses) at the
 # installed wheel; RECON_TEST_WHEEL lets the packaging test check that wheel's contents.
-# mypy runs beside pytest (the tests mostly wait on servers and subprocesses); its report is
-# printed after pytest's, and either failing fails the target.
+# The tests mostly wait on servers and subprocesses, so pytest runs two test files at a time
+# (pytest-xdist; each of its processes makes its own database, vhost and sandbox), and mypy beside
+# them; mypy's report is printed after pytest's, and either failing fails the target.
+TEST_PROCESSES ?= 2
 test: $(STAMP) services $(PROMETHEUS) browser shipped
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/mypy > .mypy-report 2>&1 & mypy=$$!; \
 	RECON_TEST_VENV=$(abspath $(SHIPPED)) RECON_TEST_WHEEL="$(abspath $(wildcard $(DIST)/*.whl))" \
-		$(BIN)/pytest; tests=$$?; \
+		$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile; tests=$$?; \
 	wait $$mypy; typed=$$?; echo "mypy:"; cat .mypy-report; rm -f .mypy-report; \
 	test $$tests -eq 0 && test $$typed -eq 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -10,6 +11,13 @@ import requests
 
 from sandbox.config import SandboxConfig
 from sandbox.server import Sandbox, start_sandbox
+
+# pytest-xdist's worker processes (`make test` runs two) start with COLUMNS=80 and LINES=24 in
+# their environment; a piped `recon audit` would then fold its tables to 80 columns, which no
+# user's pipe does. The tests see the environment a plain run has.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 SANDBOX_USER = "store.server"
 SANDBOX_PASSWORD = "server123"

@@ -69,6 +69,12 @@ def _rabbitmqctl(*args: str) -> None:
 def create_vhost(prefix: str = "recon_test") -> tuple[str, str]:
     """Create a vhost (or use RECON_TEST_AMQP_VHOST); return (broker URL, vhost name)."""
     fixed = os.environ.get("RECON_TEST_AMQP_VHOST")
+    if fixed and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        # Two test processes purging and declaring in one vhost would break each other's tests.
+        raise RuntimeError(
+            "RECON_TEST_AMQP_VHOST names one vhost for every test process: run the tests one at "
+            "a time (make test TEST_PROCESSES=0, or pytest without -n)"
+        )
     if fixed:
         return f"{AMQP_BASE}/{fixed}", ""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
