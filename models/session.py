@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, TextClause, create_engine, event, exc
+from sqlalchemy.dialects.postgresql import psycopg as postgres_psycopg
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -282,3 +284,15 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
         else engine_or_session
     )
     return bind.dialect.name == "postgresql"
+
+
+@functools.cache
+def driver_sql(statement: TextClause) -> str:
+    """A PostgreSQL ``text()`` statement as psycopg's own SQL (``%(name)s`` parameters), for
+    ``Connection.exec_driver_sql``: the statements a task sends for every call skip SQLAlchemy's
+    cache-key and compile steps (about a fifth of their client CPU), and keep its error handling
+    and connection invalidation."""
+    return str(statement.compile(dialect=_PSYCOPG))
+
+
+_PSYCOPG = postgres_psycopg.dialect()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from models.session import driver_sql
 from worker.budget.rule import (
     LIVE,
     MAX_DEFERRAL_SECONDS,
@@ -179,7 +180,9 @@ def take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) ->
     params.update({"pace_window": budget.pace_window, "pace_size": budget.pace_size})
     if redrive:
         params.update({"reserve": budget.reserve, "quota": budget.redrive_quota})
-    return bool(conn.execute(_take_statement(len(rings), redrive), params).first())
+    # Sent for every call: as the driver's SQL (models/session.py, ``driver_sql``).
+    statement = driver_sql(_take_statement(len(rings), redrive))
+    return bool(conn.exec_driver_sql(statement, params).first())
 
 
 def wait(

@@ -26,9 +26,9 @@ from sqlalchemy import (
 from models.base import utcnow
 from models.outcomes import Outcome
 from models.redemptions import Redemption
-from models.transactions import Transaction
 from worker.loyalty import Exchange
 from worker.observe import metrics
+from worker.reconcile.open_work import Bill, OpenItem
 from worker.reconcile.outcomes import OUTCOME_COLUMNS, OrderReport, Verdict, outcome_values
 
 log = structlog.get_logger(__name__)
@@ -60,8 +60,8 @@ class Ledger:
 
     def record(
         self,
-        item: Redemption,
-        transaction: Transaction,
+        item: OpenItem,
+        transaction: Bill,
         verdict: Verdict,
         exchange: Exchange | None,
         report: OrderReport,

@@ -14,11 +14,9 @@ from collections.abc import Iterable
 from itertools import groupby
 
 import structlog
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from models.redemptions import COUPON, FAILED, PENDING, RETRYING, SUCCEEDED, Redemption
-from models.transactions import Transaction
+from models.redemptions import COUPON, FAILED, SUCCEEDED
 from worker.budget.limiter import Throttled, customer_busy
 from worker.loyalty import (
     CouponUpdate,
@@ -33,6 +31,7 @@ from worker.loyalty.validation import check_coupon_update
 from worker.reconcile.claim import Claim, claimed
 from worker.reconcile.ledger import Ledger
 from worker.reconcile.locks import LockScope
+from worker.reconcile.open_work import Bill, OpenItem, read_open_work
 from worker.reconcile.outcomes import (
     OrderReport,
     Policy,
@@ -47,8 +46,6 @@ from worker.reconcile.outcomes import (
 
 log = structlog.get_logger(__name__)
 
-#: Item states a normal run works on; gave_up and failed wait for the backfill or an operator.
-WORKABLE = (PENDING, RETRYING)
 #: A bill's coupons go in one call per customer (DESIGN.md), but an order's events published
 #: together reach several intake consumers at once, and a sibling coupon may be stored a batch
 #: later than its bill: a task that sends at once then needs a second call for it (10 extra
@@ -98,7 +95,7 @@ def reconcile_order(
     return report
 
 
-def _settle_seconds(transaction: Transaction, items: list[Redemption]) -> float:
+def _settle_seconds(transaction: Bill, items: list[OpenItem]) -> float:
     """How long to wait for sibling coupons still on their way (``SIBLINGS_SETTLE_SECONDS``)."""
     if not any(item.kind == COUPON for item in items):
         return 0.0
@@ -107,43 +104,20 @@ def _settle_seconds(transaction: Transaction, items: list[Redemption]) -> float:
     return min(max(SIBLINGS_SETTLE_SECONDS - age, 0.0), SIBLINGS_SETTLE_SECONDS)
 
 
-def _read_open_work(claim: Claim, order_ref: str) -> tuple[Transaction, list[Redemption]] | None:
-    """``open_work``, read where it costs no transaction. The objects are only read and changed
-    in memory from here on: the ledger writes what happens to them."""
-    if claim.locks.connection is None:  # the demo's SQLite: its session, its read ended at once
-        found = open_work(claim.session, order_ref=order_ref)
-        claim.session.commit()
-        return found
-    with Session(bind=claim.locks.connection) as reader:
-        return open_work(reader, order_ref=order_ref)
-
-
-def open_work(session: Session, *, order_ref: str) -> tuple[Transaction, list[Redemption]] | None:
-    """The order's bill and its redemptions still to be sent, coupons first, grouped by
-    customer, in one query; None when there is no bill or nothing open."""
-    rows = session.execute(
-        select(Transaction, Redemption)
-        .join(Redemption, Redemption.transaction_id == Transaction.id)
-        .where(Transaction.order_ref == order_ref, Redemption.state.in_(WORKABLE))
-        .order_by(
-            Redemption.kind, Redemption.customer_type, Redemption.customer_value, Redemption.id
-        )
-    ).all()
-    if not rows:
-        return None
-    return rows[0][0], [item for _, item in rows]
+def _read_open_work(claim: Claim, order_ref: str) -> tuple[Bill, list[OpenItem]] | None:
+    return read_open_work(claim.locks.connection, claim.session, order_ref)
 
 
 def _send_all(
     ledger: Ledger,
     client: LoyaltyClient,
     locks: LockScope,
-    transaction: Transaction,
-    items: Iterable[Redemption],
+    transaction: Bill,
+    items: Iterable[OpenItem],
     policy: Policy,
     report: OrderReport,
 ) -> None:
-    def customer_of(item: Redemption) -> tuple[str, str, str]:
+    def customer_of(item: OpenItem) -> tuple[str, str, str]:
         return item.kind, item.customer_type, item.customer_value
 
     for (kind, customer_type, customer_value), group in groupby(items, key=customer_of):
@@ -162,9 +136,9 @@ def _send_all(
 def send_coupon_batch(
     ledger: Ledger,
     client: LoyaltyClient,
-    transaction: Transaction,
+    transaction: Bill,
     customer: Customer,
-    batch: list[Redemption],
+    batch: list[OpenItem],
     policy: Policy,
     report: OrderReport,
 ) -> None:
@@ -173,7 +147,7 @@ def send_coupon_batch(
     Local rules are checked item by item: an item we know the platform would refuse gets its own
     ``failed`` outcome and is left out, and its siblings are still sent.
     """
-    sendable: list[Redemption] = []
+    sendable: list[OpenItem] = []
     updates: list[CouponUpdate] = []
     for item in batch:
         item.attempts += 1
@@ -257,9 +231,9 @@ def _coupon_id(text: str | None) -> int:
 def send_points_update(
     ledger: Ledger,
     client: LoyaltyClient,
-    transaction: Transaction,
+    transaction: Bill,
     customer: Customer,
-    item: Redemption,
+    item: OpenItem,
     policy: Policy,
     report: OrderReport,
 ) -> None:
@@ -297,8 +271,8 @@ def send_points_update(
 
 def _throttled(
     ledger: Ledger,
-    items: list[Redemption],
-    transaction: Transaction,
+    items: list[OpenItem],
+    transaction: Bill,
     error: RateLimited,
     report: OrderReport,
 ) -> None:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.outcomes import Outcome
 from models.redemptions import FAILED, GAVE_UP, RETRYING, SUCCEEDED
-from models.transactions import Transaction
 from worker.budget.limiter import DEFAULT_PAUSE_SECONDS
 from worker.loyalty import Exchange, LoyaltyError, RateLimited, Transient, Unauthorized
 from worker.observe import metrics
+from worker.reconcile.open_work import Bill
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ def outcome_values(
     order_ref: str | None,
     customer: str | None,
     event_id: str | None,
-    transaction: Transaction | None = None,
+    transaction: Bill | None = None,
     operator: str | None = None,
 ) -> dict[str, Any]:
     """The columns of one audit row."""
