@@ -251,7 +251,7 @@ def test_a_pace_is_not_cut_short_and_open_work_is_not_counted_while_it_runs(clea
     limiter.acquire()
     main = limiter.budget.rings("pace-runs", LIVE)[0]
     with clean_db.connect() as conn:
-        postgres.pace_if_saturated(conn, main)  # as a process that counted at the same time
+        postgres.pace(conn, main)  # as a process that counted at the same time
         conn.commit()
         again = conn.execute(
             text("SELECT paced_until FROM rate_limits WHERE key = 'pace-runs'")

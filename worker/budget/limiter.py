@@ -293,7 +293,7 @@ class GlobalRateLimiter:
         else:
             with self._connection() as conn:
                 due = postgres.defer(conn, main, wait, budget.slot_interval)
-        self._pace_if_saturated()
+        self._pace_if_backlogged()
         # Back a little before its slot frees, to wait for it in place: a task due exactly then
         # is late by however long its worker takes to pick it up, and the slot stays empty.
         return max(due - self.max_wait_seconds / 2, 0.005)
@@ -302,11 +302,11 @@ class GlobalRateLimiter:
         """The slot is taken: a failed count must not fail the request that holds it (the next
         request asks again)."""
         try:
-            self._pace_if_saturated()
+            self._pace_if_backlogged()
         except SQLAlchemyError as exc:
             log.warning("ratelimit.demand_unknown", error=type(exc).__name__)
 
-    def _pace_if_saturated(self) -> None:
+    def _pace_if_backlogged(self) -> None:
         """At most once a second per process, on a live request (taken or refused): if more
         calls are open than a turn serves, pace live work from now on, so the ring fills evenly
         ("Even once saturated" in postgres.py). The count is made only while no pace runs."""
@@ -323,7 +323,7 @@ class GlobalRateLimiter:
             return
         with self._connection() as conn:
             if postgres.could_pace(conn, main) and self._open_beyond_a_turn(conn, main):
-                postgres.pace_if_saturated(conn, main)
+                postgres.pace(conn, main)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:

@@ -245,7 +245,7 @@ def could_pace(conn: Connection, main: Ring) -> bool:
     return bool(conn.execute(_PG_COULD_PACE, {"key": main.key}).scalar())
 
 
-def pace_if_saturated(conn: Connection, main: Ring) -> None:
+def pace(conn: Connection, main: Ring) -> None:
     """Pace live work for two turns if no pace runs; a running pace is left as it is (more open
     work than a turn serves is the caller's to know)."""
     conn.execute(_PG_PACE, {"key": main.key, "size": main.size, "window": main.window})
