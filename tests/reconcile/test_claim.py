@@ -3,7 +3,7 @@ deferred, not failed and not counted as an attempt."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from models.outcomes import Outcome
 from models.redemptions import PointsRedeemRequest
@@ -33,6 +33,49 @@ def test_work_another_worker_holds_is_not_claimed_twice(clean_db):
             assert claim is None
     with claimed(clean_db, lambda locks: locks.try_order("o-held")) as claim:
         assert claim is not None
+
+
+def _free(engine, order_ref: str) -> bool:
+    """Another worker could take the order's lock now (and lets it go at once)."""
+    with lock_scope(engine) as other:
+        return other.try_order(order_ref)
+
+
+def _customer_free(engine, key: str) -> bool:
+    """Another session could take the customer's lock now (key space 2: reconcile/locks.py)."""
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(2, hashtext(:k))"), {"k": key})
+        if got.scalar():
+            conn.execute(text("SELECT pg_advisory_unlock(2, hashtext(:k))"), {"k": key})
+            return True
+        return False
+
+
+def test_orders_one_after_the_other_in_one_scope_let_go_of_each_lock_with_the_next_order(clean_db):
+    # A task of several orders holds one lock scope: an order's lock (and its customer's) goes
+    # with the next order's first statement, not with a round trip of its own.
+    with lock_scope(clean_db) as scope:
+        with claimed(clean_db, lambda locks: locks.try_order("o-1"), scope=scope) as first:
+            assert first is not None
+            with first.locks.customer("mobile:1"):
+                pass
+        # Still held, until the scope's next statement.
+        assert not _free(clean_db, "o-1")
+        assert not _customer_free(clean_db, "mobile:1")
+
+        with claimed(clean_db, lambda locks: locks.try_order("o-2"), scope=scope) as second:
+            assert second is not None
+            # Let go by the statement that took o-2, the customer's lock with the order's.
+            assert _free(clean_db, "o-1")
+            assert _customer_free(clean_db, "mobile:1")
+            assert not _free(clean_db, "o-2")
+            with second.locks.customer("mobile:1"):
+                assert not _customer_free(clean_db, "mobile:1")
+        # An order found busy or done hands on what it held too.
+        with claimed(clean_db, lambda locks: locks.try_open_order("o-3"), scope=scope) as third:
+            assert third is None
+        assert _free(clean_db, "o-2")
+    assert _free(clean_db, "o-3")
 
 
 def test_a_busy_customer_defers_the_block_and_undoes_what_it_did_not_commit(clean_db):

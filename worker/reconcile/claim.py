@@ -38,20 +38,40 @@ class Claim:
 
 
 @contextmanager
-def claimed(engine: Engine, take: Callable[[LockScope], bool]) -> Iterator[Claim | None]:
-    """``take`` the work's lock and open a session for it; ``None`` when another worker has it."""
-    with lock_scope(engine) as locks:
-        if not take(locks):
-            yield None
-            return
-        # The budget's takes run on the locks' connection: no checkout of their own per call.
-        with unit_of_work(engine) as session, sharing(locks.connection):
-            claim = Claim(locks, session, undo=session.rollback)
-            try:
-                yield claim
-            except (Throttled, CustomerBusy) as exc:
-                claim.undo()
-                claim.deferred_because = str(exc)
-                claim.deferred_for = (
-                    exc.retry_after if isinstance(exc, Throttled) else BUSY_CUSTOMER_DELAY_SECONDS
-                )
+def claimed(
+    engine: Engine, take: Callable[[LockScope], bool], *, scope: LockScope | None = None
+) -> Iterator[Claim | None]:
+    """``take`` the work's lock and open a session for it; ``None`` when another worker has it.
+
+    ``scope``: a lock scope the caller holds for several claims one after the other (a task of
+    several orders); each claim's locks are handed on when it ends (``LockScope.handed_on``).
+    Without one, the claim has a scope of its own."""
+    if scope is None:
+        with lock_scope(engine) as locks, _claimed(engine, take, locks) as claim:
+            yield claim
+        return
+    try:
+        with _claimed(engine, take, scope) as claim:
+            yield claim
+    finally:
+        scope.handed_on()
+
+
+@contextmanager
+def _claimed(
+    engine: Engine, take: Callable[[LockScope], bool], locks: LockScope
+) -> Iterator[Claim | None]:
+    if not take(locks):
+        yield None
+        return
+    # The budget's takes run on the locks' connection: no checkout of their own per call.
+    with unit_of_work(engine) as session, sharing(locks.connection):
+        claim = Claim(locks, session, undo=session.rollback)
+        try:
+            yield claim
+        except (Throttled, CustomerBusy) as exc:
+            claim.undo()
+            claim.deferred_because = str(exc)
+            claim.deferred_for = (
+                exc.retry_after if isinstance(exc, Throttled) else BUSY_CUSTOMER_DELAY_SECONDS
+            )

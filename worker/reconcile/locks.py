@@ -36,6 +36,11 @@ class LockScope(Protocol):
     def try_sweep(self) -> bool: ...
     def customer(self, key: str) -> AbstractContextManager[None]: ...
 
+    def handed_on(self) -> None:
+        """The work that held this scope's locks is over, and the scope goes on to other work:
+        every lock it holds goes, at the latest with its next lock statement."""
+        ...
+
 
 class _TryLocks:
     """The non-blocking locks, in one place for both kinds of scope."""
@@ -59,16 +64,20 @@ class _TryLocks:
         return self._try(_SWEEP, "sweep")
 
 
-# The statements below go to psycopg as they are (``exec_driver_sql``, ``%(name)s``
+# The lock statements go to psycopg as they are (``exec_driver_sql``, ``%(name)s``
 # parameters): a task sends several per order, and SQLAlchemy's compile steps for a ``text()``
-# cost a fifth of their client CPU.
+# cost a fifth of their client CPU. Each is written as what follows ``SELECT``: after a
+# ``handed_on`` the scope puts ``pg_advisory_unlock_all()`` in front of it (one round trip for
+# both; a target list is evaluated in order, so the unlock comes first), and the lock's answer
+# is the statement's last column.
 
-_TRY = "SELECT pg_try_advisory_lock(%(space)s, hashtext(%(key)s))"
+_TRY = "pg_try_advisory_lock(%(space)s, hashtext(%(key)s))"
+_UNLOCK_ALL = "pg_advisory_unlock_all(), "
 
 #: The order's lock if it has open items on a stored bill. Otherwise no lock is kept: NULL when
 #: it was free (nothing to do), false when another worker holds it (busy, as before).
 _OPEN_ORDER = """
-    SELECT CASE
+    CASE
         WHEN EXISTS (
             SELECT 1 FROM transactions t JOIN redemptions r ON r.transaction_id = t.id
             WHERE t.order_ref = %(key)s AND r.state IN ('pending', 'retrying'))
@@ -92,17 +101,35 @@ class PostgresLockScope(_TryLocks):
         self.dirty = False
         #: A customer whose block ended, still locked until the next statement of this scope.
         self._held: str | None = None
+        #: Set by ``handed_on``: the next lock statement lets go of every lock first.
+        self._release_first = False
+
+    def handed_on(self) -> None:
+        self._release_first = True
+
+    def _lock(self, select_list: str, params: dict[str, object]) -> object:
+        """One lock statement (``SELECT`` + ``select_list``), after letting go of the last
+        piece of work's locks if it was handed on; its answer is the last column."""
+        self.dirty = True
+        return self._conn.exec_driver_sql(self._select(select_list), params).one()[-1]
+
+    def _select(self, select_list: str) -> str:
+        if not self._release_first:
+            return "SELECT " + select_list
+        # Released before the lock is tried, even if the statement fails (advisory locks ignore
+        # rollback); the customer lock kept for a next block goes with the rest.
+        self._release_first = False
+        self._held = None
+        return "SELECT " + _UNLOCK_ALL + select_list
 
     def _try(self, space: int, key: str) -> bool:
-        self.dirty = True
-        return bool(self._conn.exec_driver_sql(_TRY, {"space": space, "key": key}).scalar())
+        return bool(self._lock(_TRY, {"space": space, "key": key}))
 
     def try_open_order(self, order_ref: str) -> bool | None:
         """``try_order`` if the order has open items on a stored bill; None (no lock kept)
         when it has none and no other worker holds it: one statement for the common "already
         done" case."""
-        self.dirty = True
-        got = self._conn.exec_driver_sql(_OPEN_ORDER, {"space": _ORDER, "key": order_ref}).scalar()
+        got = self._lock(_OPEN_ORDER, {"space": _ORDER, "key": order_ref})
         return None if got is None else bool(got)
 
     @contextmanager
@@ -121,6 +148,7 @@ class PostgresLockScope(_TryLocks):
         params = {"space": _CUSTOMER, "key": key, "wait": f"{self._wait_ms}ms"}
         self.dirty = True
         # set_config runs before the lock in the same statement, so the wait is bounded.
+        # Always within a claim, after its own lock statement: nothing handed on is pending.
         statement = "SELECT set_config('lock_timeout', %(wait)s, false), "
         if self._held is not None:
             statement += "pg_advisory_unlock(%(space)s, hashtext(%(held)s)), "
@@ -176,6 +204,9 @@ class LocalLockScope(_TryLocks):
     def release_all(self) -> None:
         while self._held:
             self._held.pop().release()
+
+    def handed_on(self) -> None:
+        self.release_all()
 
 
 @contextmanager

@@ -57,9 +57,15 @@ SIBLINGS_SETTLE_SECONDS = 0.25
 
 
 def reconcile_order(
-    engine: Engine, client: LoyaltyClient, *, order_ref: str, policy: Policy
+    engine: Engine,
+    client: LoyaltyClient,
+    *,
+    order_ref: str,
+    policy: Policy,
+    scope: LockScope | None = None,
 ) -> OrderReport:
-    """Send the bill of ``order_ref`` to every open redemption that belongs to it."""
+    """Send the bill of ``order_ref`` to every open redemption that belongs to it. ``scope``:
+    the task's lock scope when it works on several orders one after the other."""
     report = OrderReport(order_ref)
     idle = False
 
@@ -71,7 +77,7 @@ def reconcile_order(
         idle = got is None
         return bool(got)
 
-    with claimed(engine, take) as claim:
+    with claimed(engine, take, scope=scope) as claim:
         if claim is None:
             report.busy = not idle
             return report

@@ -21,6 +21,7 @@ from worker.app import app
 from worker.budget import limiter
 from worker.queues import DELIVERY_COUNT_HEADER, REDRIVE_QUEUE, queue_of_routing_key
 from worker.reconcile import deliveries, orders, redeem, resources
+from worker.reconcile.locks import LockScope, lock_scope
 from worker.reconcile.outcomes import MAX_BACKOFF_SECONDS
 from worker.settings import settings_of
 
@@ -155,20 +156,24 @@ def reconcile_orders(self: ReconTask, order_refs: list[str]) -> dict[str, Any]:
         log.warning("reconcile_orders.cut", orders=len(refs), kept=MAX_ORDERS_PER_TASK)
         refs = refs[:MAX_ORDERS_PER_TASK]
     sent_on = 0
-    with _budget_tier(redriven=False):
+    # One lock scope for the batch: one connection, and each order's locks let go with the next
+    # order's first statement (a round trip less per order).
+    with _budget_tier(redriven=False), lock_scope(r.engine) as scope:
         for order_ref in refs:
             with structlog.contextvars.bound_contextvars(order_ref=order_ref):
-                delay = _reconcile_one(r, order_ref)
+                delay = _reconcile_one(r, order_ref, scope)
                 if delay is not None:
                     enqueue_order(order_ref, delay)
                     sent_on += 1
     return {"orders": len(refs), "sent_on": sent_on}
 
 
-def _reconcile_one(r: resources.Resources, order_ref: str) -> float | None:
+def _reconcile_one(r: resources.Resources, order_ref: str, scope: LockScope) -> float | None:
     """Seconds until the order should be tried again (0: at once), or None when it is done."""
     try:
-        report = orders.reconcile_order(r.engine, r.client, order_ref=order_ref, policy=r.policy)
+        report = orders.reconcile_order(
+            r.engine, r.client, order_ref=order_ref, policy=r.policy, scope=scope
+        )
     except Exception as exc:
         if database_unavailable(exc):
             raise  # the whole batch is retried (the orders already done are no-ops then)
