@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -286,12 +285,11 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-@functools.cache
 def driver_sql(statement: TextClause) -> str:
     """A PostgreSQL ``text()`` statement as psycopg's own SQL (``%(name)s`` parameters), for
     ``Connection.exec_driver_sql``: the statements a task sends for every call skip SQLAlchemy's
     cache-key and compile steps (about a fifth of their client CPU), and keep its error handling
-    and connection invalidation."""
+    and connection invalidation. Compiles each time: the caller keeps the result."""
     return str(statement.compile(dialect=_PSYCOPG))
 
 

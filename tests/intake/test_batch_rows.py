@@ -102,7 +102,7 @@ def as_one_batch(engine: Engine, bodies: list[bytes]) -> tuple[dict[str, Any], s
 
 
 @settings(
-    max_examples=40,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

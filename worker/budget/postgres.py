@@ -100,7 +100,7 @@ _PG_REDRIVE_STATE = text("""
     FROM rate_limit_slots
     WHERE key = :key AND slot < :size AND used_at > (SELECT t FROM now) - :window
 """)
-_take_statements: dict[tuple[int, bool], object] = {}
+_take_statements: dict[tuple[int, bool], str] = {}
 
 
 def _recent(condition: str, cap: str) -> str:
@@ -113,8 +113,9 @@ def _recent(condition: str, cap: str) -> str:
                  ORDER BY r.used_at DESC LIMIT {cap}) AS recent)"""
 
 
-def _take_statement(rings: int, redrive: bool):
-    """One statement: pick a free slot in every ring, stamp them all only if all were found."""
+def _take_statement(rings: int, redrive: bool) -> str:
+    """One statement: pick a free slot in every ring, stamp them all only if all were found. Sent
+    for every call, so built once per shape as the driver's SQL (``driver_sql``)."""
     cached = _take_statements.get((rings, redrive))
     if cached is not None:
         return cached
@@ -168,8 +169,9 @@ def _take_statement(rings: int, redrive: bool):
         WHERE gate.ok AND s.key = chosen.key AND s.slot = chosen.slot
         RETURNING s.key
     """)
-    _take_statements[(rings, redrive)] = statement
-    return statement
+    compiled = driver_sql(statement)
+    _take_statements[(rings, redrive)] = compiled
+    return compiled
 
 
 def take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) -> bool:
@@ -180,9 +182,7 @@ def take(conn: Connection, rings: list[Ring], tier_name: str, budget: Budget) ->
     params.update({"pace_window": budget.pace_window, "pace_size": budget.pace_size})
     if redrive:
         params.update({"reserve": budget.reserve, "quota": budget.redrive_quota})
-    # Sent for every call: as the driver's SQL (models/session.py, ``driver_sql``).
-    statement = driver_sql(_take_statement(len(rings), redrive))
-    return bool(conn.exec_driver_sql(statement, params).first())
+    return bool(conn.exec_driver_sql(_take_statement(len(rings), redrive), params).first())
 
 
 def wait(
